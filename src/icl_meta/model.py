@@ -1,0 +1,187 @@
+"""The network of SPEC §3 and its variants.
+
+Default: embed -> attention layer 1 -> attention layer 2 -> Linear+ReLU -> Linear, read at the query.
+Attention is causal, unscaled (no 1/sqrt(d)), with no output projection and no LayerNorm, and the
+residual h <- h + attn(h). Every forward can return the attention weights of every layer and head.
+
+Training only needs the last layer's output at the readout positions, so by default the last layer
+computes queries (and its MLP) for those rows alone; `full=True` computes every row, for the probes.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import Config
+from .task import Batch
+
+
+def mask_matrix(name: str, num_seq: int) -> torch.Tensor:
+    """Boolean [S, S] matrix of allowed attention (row attends to column) for a SPEC §5 circuit mask.
+
+    Positions are 0-based: item k at 2k, label k at 2k+1, query at 2N. Rows the mask does not restrict
+    stay causal.
+    """
+    S, q = 2 * num_seq + 1, 2 * num_seq
+    allowed = torch.ones(S, S).tril().bool()
+    if name == "bigram":
+        allowed[q] = False
+        allowed[q, q] = True
+    elif name == "label_attention":
+        allowed[q] = False
+        allowed[q, 1:q:2] = True
+    elif name == "chunk_example":
+        for k in range(num_seq):
+            allowed[2 * k + 1] = False
+            allowed[2 * k + 1, 2 * k] = True
+    elif name != "none":
+        raise ValueError(f"unknown mask name {name!r}")
+    return allowed
+
+
+def readout_positions(cfg: Config) -> torch.Tensor:
+    """Sequence positions whose outputs are trained: the query, or every item (all-labels head)."""
+    if cfg.readout == "all_labels":
+        return torch.arange(0, cfg.seq_len, 2)
+    return torch.tensor([cfg.seq_len - 1])
+
+
+def _normal(shape: tuple[int, ...], std: float, g: torch.Generator) -> nn.Parameter:
+    return nn.Parameter(torch.randn(shape, generator=g) * std)
+
+
+class Attention(nn.Module):
+    """Multi-head causal self-attention with fused W_Q, W_K, W_V initialised N(0, 1/d_model)."""
+
+    def __init__(self, d: int, n_heads: int, w_o: bool, scaled: bool, g: torch.Generator):
+        super().__init__()
+        self.n_heads, self.scaled = n_heads, scaled
+        self.w_qkv = _normal((d, 3 * d), d**-0.5, g)
+        self.w_o = _normal((d, d), d**-0.5, g) if w_o else None
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor, rows: torch.Tensor | None,
+                need_weights: bool, proj: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x [B, S, d], bias [S, S] additive mask; rows: the query positions to compute (None: all);
+        proj: x @ w_qkv when the caller has it cheaper (the first layer, see Model.embed_proj).
+
+        Returns the output [B, R, d] and, if need_weights, the attention weights [B, H, R, S].
+        """
+        Bn, S, d = x.shape
+        H = self.n_heads
+        dh = d // H
+        scale = dh**-0.5 if self.scaled else 1.0
+        if rows is not None:
+            # Few query rows: score through W_Q W_K^T and average x before W_V, so keys and values
+            # are never projected for every position. Same function, far fewer FLOPs.
+            wq, wk, wv = self.w_qkv.view(d, 3, H, dh).unbind(1)
+            qk = torch.einsum("bhrc,dhc->bhrd", torch.einsum("brd,dhc->bhrc", x[:, rows], wq), wk)
+            scores = (qk[:, :, :, None, :] * x[:, None, None]).sum(-1) * scale + bias[rows]
+            att = torch.softmax(scores, dim=-1)
+            z = (att[..., None] * x[:, None, None]).sum(-2)
+            out = torch.einsum("bhrd,dhc->brhc", z, wv).reshape(Bn, len(rows), d)
+        else:
+            q, k, v = (t.view(Bn, S, H, dh).transpose(1, 2) for t in (x @ self.w_qkv if proj is None else proj).split(d, -1))
+            if need_weights:
+                att = torch.softmax(q @ k.transpose(-1, -2) * scale + bias, dim=-1)
+                out = att @ v
+            else:  # the fused kernel: about twice as fast, weights not materialised
+                att = None
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
+            out = out.transpose(1, 2).reshape(Bn, S, d)
+        if self.w_o is not None:
+            out = out @ self.w_o
+        return out, (att if need_weights else None)
+
+
+class Block(nn.Module):
+    """An attention layer (default) or a standard pre-LayerNorm transformer block (App. L)."""
+
+    def __init__(self, cfg: Config, g: torch.Generator):
+        super().__init__()
+        d = cfg.d_model
+        self.standard = cfg.block == "standard"
+        self.attn = Attention(d, cfg.n_heads, w_o=cfg.w_o or self.standard, scaled=self.standard, g=g)
+        if self.standard:
+            self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+            self.w_in, self.b_in = _normal((d, 4 * d), d**-0.5, g), nn.Parameter(torch.zeros(4 * d))
+            self.w_out, self.b_out = _normal((4 * d, d), (4 * d) ** -0.5, g), nn.Parameter(torch.zeros(d))
+
+    def forward(self, h: torch.Tensor, bias: torch.Tensor, rows: torch.Tensor | None,
+                need_weights: bool, proj: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        out, att = self.attn(self.ln1(h) if self.standard else h, bias, rows, need_weights, proj)
+        h = (h if rows is None else h[:, rows]) + out
+        if self.standard:
+            h = h + F.gelu(self.ln2(h) @ self.w_in + self.b_in) @ self.w_out + self.b_out
+        return h, att
+
+
+class Model(nn.Module):
+    """The ICML network. `forward(batch)` returns logits [B, R, L] at the readout positions."""
+
+    def __init__(self, cfg: Config, seed: int | None = None):
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        g = torch.Generator().manual_seed(cfg.seeds()["init"] if seed is None else seed)
+        d, L, hid = cfg.d_model, cfg.num_labels, cfg.mlp_hidden
+        self.label_emb = _normal((L, d), d**-0.5, g)
+        self.blocks = nn.ModuleList(Block(cfg, g) for _ in range(cfg.n_layers))
+        self.ln_f = nn.LayerNorm(d) if cfg.block == "standard" else None
+        self.w1, self.b1 = _normal((d, hid), d**-0.5, g), nn.Parameter(torch.zeros(hid))
+        self.w2, self.b2 = _normal((hid, L), hid**-0.5, g), nn.Parameter(torch.zeros(L))
+        allowed = torch.stack([mask_matrix(m, cfg.num_seq) for m in cfg.layer_masks()])
+        self.register_buffer("bias", torch.zeros(allowed.shape).masked_fill(~allowed, float("-inf")), persistent=False)
+        self.register_buffer("rows", readout_positions(cfg), persistent=False)
+
+    def _interleave(self, items: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Rows [B, N+1, *] of items and [B, N, *] of labels into sequence order x_1, l_1, ..., x_q."""
+        N = self.cfg.num_seq
+        pairs = torch.stack([items[:, :N], labels], dim=2).flatten(1, 2)
+        return torch.cat([pairs, items[:, N:]], dim=1)
+
+    def embed(self, batch: Batch) -> torch.Tensor:
+        """Item token = [x ; one-hot(pair index, P)]; label token = a learned d_model vector, no position."""
+        items = torch.cat([batch.items, F.one_hot(batch.positions, self.cfg.pos_dim).to(batch.items.dtype)], dim=-1)
+        return self._interleave(items, self.label_emb[batch.labels])
+
+    def embed_proj(self, batch: Batch, w: torch.Tensor) -> torch.Tensor:
+        """embed(batch) @ w without the dense product: the one-hot half of an item token selects a
+        row of w and every label token is one of L rows, so only the D content dims are multiplied."""
+        D = self.cfg.content_dim
+        items = batch.items @ w[:D] + w[D:][batch.positions]
+        return self._interleave(items, (self.label_emb @ w)[batch.labels])
+
+    def forward(self, batch: Batch, full: bool = False, return_attn: bool = False):
+        """Logits [B, R, L] at the readout positions (all S positions when full=True).
+
+        With return_attn, also a list of per-layer attention weights [B, H, rows, S].
+        """
+        h = self.embed(batch)
+        attns = []
+        last = len(self.blocks) - 1
+        for i, block in enumerate(self.blocks):
+            rows = None if full or i < last else self.rows
+            fuse = i == 0 and rows is None and not block.standard
+            proj = self.embed_proj(batch, block.attn.w_qkv) if fuse else None
+            h, att = block(h, self.bias[i], rows, return_attn, proj)
+            attns.append(att)
+        if full:
+            h = h[:, self.rows]
+        if self.ln_f is not None:
+            h = self.ln_f(h)
+        logits = torch.relu(h @ self.w1 + self.b1) @ self.w2 + self.b2
+        return (logits, attns) if return_attn else logits
+
+
+def loss_and_correct(model: Model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean cross-entropy over the readout positions, and a bool [B] of correct query predictions."""
+    logits = model(batch)
+    if model.cfg.readout == "all_labels":
+        targets = torch.cat([batch.labels, batch.target[:, None]], dim=1)
+    else:
+        targets = batch.target[:, None]
+    loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+    correct = logits[:, -1].argmax(-1) == batch.target
+    return loss, correct
