@@ -29,7 +29,7 @@ from safetensors.torch import load_file, save_file
 from .config import Config
 from .model import Model
 from .probes import phase_report
-from .task import Instance
+from .task import Batch, Instance, eval_sets
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -102,6 +102,14 @@ class Run:
         t = load_file(str(self.path / "instance.safetensors"))
         return Instance(t["means"], t["table"])
 
+    def eval_sets(self) -> dict[str, Batch]:
+        """The run's fixed evaluation sets, regenerated from its eval seed (on the CPU)."""
+        return eval_sets(self.instance(), self.config.replace(device="cpu"))
+
+    def probe(self) -> Batch:
+        """The sequences the logged circuit metrics were measured on."""
+        return self.eval_sets()["in_dist"].slice(0, self.config.probe_size)
+
     def model(self, step: int | None = None) -> Model:
         """The model at a checkpointed step (default: the last one)."""
         if not self.checkpoint_steps:
@@ -127,3 +135,24 @@ def load_run(path: str | os.PathLike) -> Run:
     prov = json.loads((path / "provenance.json").read_text()) if (path / "provenance.json").exists() else {}
     ckpts = sorted(int(p.stem.split("_")[1]) for p in (path / "checkpoints").glob("step_*.safetensors"))
     return Run(path, cfg, metrics, prov, ckpts)
+
+
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+
+
+def shipped(name: str) -> list[Run]:
+    """The runs shipped with the package under artifacts/<name>/, sorted by seed."""
+    root = ARTIFACTS / name
+    if not root.is_dir():
+        known = sorted(p.name for p in ARTIFACTS.iterdir() if p.is_dir()) if ARTIFACTS.is_dir() else []
+        raise ValueError(f"name must be one of the shipped experiments {known}, got {name!r}")
+    runs = [load_run(p) for p in sorted(root.iterdir()) if (p / "config.json").exists()]
+    return sorted(runs, key=lambda r: r.config.seed)
+
+
+def compact(path: str | os.PathLike) -> None:
+    """Drop what only resuming needs (the resume state) from a finished run before shipping it."""
+    path = Path(path)
+    if not json.loads((path / "provenance.json").read_text()).get("finished"):
+        raise ValueError(f"path must be a finished run, got {path} (resume it first)")
+    (path / "state.safetensors").unlink(missing_ok=True)

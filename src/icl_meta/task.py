@@ -147,3 +147,14 @@ def sample(inst: Instance, cfg: Config, n: int, g: torch.Generator, kind: str = 
 
 def generator(seed: int, device: str = "cpu") -> torch.Generator:
     return torch.Generator(device=device).manual_seed(seed)
+
+
+def eval_sets(inst: Instance, cfg: Config) -> dict[str, Batch]:
+    """The run's fixed evaluation sets, all drawn from the eval seed in a fixed order."""
+    g = generator(cfg.seeds()["eval"], cfg.device)
+    sets = {"in_dist": sample(inst, cfg, cfg.eval_size, g)}
+    for kind in ("random_label", "in_weights"):
+        sets[kind] = sample(inst, cfg, cfg.aux_eval_size, g, kind)
+    if cfg.n_ctx_classes <= cfg.num_labels:
+        sets["copy"] = sample(inst, cfg, cfg.aux_eval_size, g, "copy")
+    return sets

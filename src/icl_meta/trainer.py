@@ -20,7 +20,7 @@ from .model import Model, loss_and_correct
 from .probes import attention_maps, metric_columns
 from .runs import (Run, atomic_save_tensors, atomic_write_text, checkpoint_path, load_run, provenance,
                    save_metrics)
-from .task import Batch, Instance, generator, make_instance, sample
+from .task import Batch, eval_sets, generator, make_instance, sample
 
 EVAL_CHUNK = 256
 
@@ -32,17 +32,6 @@ def checkpoint_steps(cfg: Config) -> list[int]:
     grid = np.geomspace(cfg.eval_every, cfg.steps, max(cfg.n_checkpoints - 1, 1))
     snapped = {int(round(s / cfg.eval_every)) * cfg.eval_every for s in grid}
     return sorted({0, cfg.steps} | {min(max(s, cfg.eval_every), cfg.steps) for s in snapped})
-
-
-def eval_sets(inst: Instance, cfg: Config) -> dict[str, Batch]:
-    """The run's fixed evaluation sets, all drawn from the eval seed in a fixed order."""
-    g = generator(cfg.seeds()["eval"], cfg.device)
-    sets = {"in_dist": sample(inst, cfg, cfg.eval_size, g)}
-    for kind in ("random_label", "in_weights"):
-        sets[kind] = sample(inst, cfg, cfg.aux_eval_size, g, kind)
-    if cfg.n_ctx_classes <= cfg.num_labels:
-        sets["copy"] = sample(inst, cfg, cfg.aux_eval_size, g, "copy")
-    return sets
 
 
 @torch.no_grad()

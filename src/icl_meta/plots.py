@@ -1,0 +1,86 @@
+"""Matplotlib figures shared by the chapters, so every chapter shades phases and labels axes the same way."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from .probes import METRICS, Phase
+
+PHASE_COLOURS = ("#f4d6a0", "#bcd9ea", "#c8e6c0", "#e3c9e8", "#eeeeee")
+TRANSITION_COLOUR = "#888888"
+METRIC_LABELS = {"bigram": "Bigram", "label_attention": "Label Attention", "chunk_example": "Chunk Example"}
+CEILING_LABELS = {"query_only": "Bayes: query only", "label_multiset": "Bayes: query + label multiset",
+                  "full_pairs": "Bayes: full pairs"}
+
+
+def shade_phases(ax: plt.Axes, phases: list[Phase], transitions: list[tuple[int, int]], label: bool = True) -> None:
+    """Shade each plateau in its phase colour and each transition in grey (the same in every chapter)."""
+    for ph in phases:
+        ax.axvspan(max(ph.start, 1), ph.end, color=PHASE_COLOURS[min(ph.index, len(PHASE_COLOURS)) - 1], alpha=0.5,
+                   lw=0, label=f"Phase {ph.index}" if label else None)
+    for a, b in transitions:
+        ax.axvspan(max(a, 1), b, color=TRANSITION_COLOUR, alpha=0.25, lw=0)
+
+
+def draw_ceilings(ax: plt.Axes, ceilings: dict[str, float]) -> None:
+    for (name, value), style in zip(ceilings.items(), (":", "--", "-.")):
+        ax.axhline(value, color="k", ls=style, lw=1, label=f"{CEILING_LABELS[name]} ({value:.2f})")
+
+
+def plot_curves(ax: plt.Axes, runs, column: str, ylabel: str, **kw) -> None:
+    """One column of several runs against step on a log axis (step 0 is left out)."""
+    for run in runs:
+        s = run.steps
+        ax.plot(s[s > 0], run.metrics[column][s > 0], lw=1, label=f"seed {run.config.seed}", **kw)
+    ax.set_xscale("log")
+    ax.set_xlabel("training step")
+    ax.set_ylabel(ylabel)
+
+
+def plot_attention_maps(maps: list[torch.Tensor], num_seq: int, title: str = "", axes=None) -> plt.Figure:
+    """Heat maps of batch-mean attention, one per layer (head 1), with the paper's token names."""
+    names = [f"{k}{i + 1}" for i in range(num_seq) for k in ("x", "ℓ")] + ["x_q"]
+    if axes is None:
+        fig, axes = plt.subplots(1, len(maps), figsize=(3.6 * len(maps), 3.4))
+    axes = np.atleast_1d(axes)
+    for li, (ax, p) in enumerate(zip(axes, maps)):
+        ax.imshow(p[0].numpy(), cmap="viridis", vmin=0, vmax=1)
+        ax.set_xticks(range(len(names)), names, fontsize=7)
+        ax.set_yticks(range(len(names)), names, fontsize=7)
+        ax.set_xlabel("key")
+        ax.set_ylabel("query")
+        ax.set_title(f"{title} layer {li + 1}".strip(), fontsize=9)
+    return axes[0].figure
+
+
+def plot_metric_curves(ax: plt.Axes, run, layer: int, head: int = 1) -> None:
+    """The three circuit metrics of one layer and head against step."""
+    s = run.steps
+    for name, style in zip(METRICS, ("-", "--", "-.")):
+        ax.plot(s[s > 0], run.metrics[f"L{layer}H{head}_{name}"][s > 0], style, lw=1.2, label=METRIC_LABELS[name])
+    ax.set_xscale("log")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("attention weight")
+    ax.set_ylim(-0.02, 1.02)
+
+
+def plot_sequence(ax: plt.Axes, batch, i: int, title: str = "") -> None:
+    """Draw sequence i as a row of tokens: items coloured by class, labels, the query and its target."""
+    N = batch.labels.shape[1]
+    classes, labels = batch.classes[i].tolist(), batch.labels[i].tolist()
+    cmap = plt.get_cmap("tab20")
+    tokens = [(f"x{k + 1}\nclass {classes[k]}", cmap(classes[k] % 20) if classes[k] >= 0 else "#dddddd")
+              if j == 0 else (f"ℓ{k + 1}\n= {labels[k]}", "white") for k in range(N) for j in (0, 1)]
+    q = classes[N]
+    tokens.append((f"x_q\nclass {q}", cmap(q % 20) if q >= 0 else "#dddddd"))
+    for j, (text, colour) in enumerate(tokens):
+        ax.add_patch(plt.Rectangle((j, 0), 0.9, 0.9, facecolor=colour, edgecolor="k"))
+        ax.text(j + 0.45, 0.45, text, ha="center", va="center", fontsize=8)
+    ax.annotate(f"target {int(batch.target[i])}", (len(tokens) - 0.55, 0.95), (len(tokens) + 0.3, 1.25),
+                arrowprops={"arrowstyle": "->"}, fontsize=8)
+    ax.set_xlim(-0.1, len(tokens) + 1.6)
+    ax.set_ylim(-0.1, 1.5)
+    ax.axis("off")
+    ax.set_title(title or f"task {int(batch.task[i])}", fontsize=9, loc="left")
