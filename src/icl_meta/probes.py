@@ -65,8 +65,10 @@ def delta_acc(steps: np.ndarray, acc: np.ndarray, dt: int = 100) -> tuple[np.nda
     """ΔAcc(t) = Acc(t + dt) - Acc(t) on an evenly spaced accuracy series. Returns (t, ΔAcc)."""
     steps, acc = np.asarray(steps), np.asarray(acc, dtype=float)
     spacing = int(steps[1] - steps[0]) if len(steps) > 1 else dt
-    if dt % spacing or np.any(np.diff(steps) != spacing):
-        raise ValueError(f"dt must be a multiple of the evaluation spacing ({spacing}) on an evenly spaced series, got {dt}")
+    if spacing <= 0 or np.any(np.diff(steps) != spacing):
+        raise ValueError("steps must increase in even steps for ΔAcc with fixed dt")
+    if dt <= 0 or dt % spacing:
+        raise ValueError(f"dt must be a positive multiple of the evaluation spacing ({spacing}), got {dt}")
     lag = dt // spacing
     return steps[:-lag], acc[lag:] - acc[:-lag]
 
@@ -94,46 +96,60 @@ def paper_boundaries(steps, acc, dt: int = 100, threshold: float = 0.025) -> lis
     return [(int(t[a]), int(t[b]) + dt) for a, b in _runs(d > threshold)]
 
 
-def robust_boundaries(steps, acc, dt: int = 100, threshold: float = 0.025, smooth: int = 5,
-                      merge_gap: int = 5, min_rise: float = 0.05) -> list[tuple[int, int]]:
-    """A noise-tolerant variant: the same rule on a centred moving average of `smooth` evaluations,
-    exceedance runs closer than `merge_gap` evaluations merged, and transitions whose smoothed
-    accuracy rises by less than `min_rise` overall dropped."""
+def log_smoothed(steps, acc, per_decade: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """Accuracy on a log-spaced step grid, each point the mean over evaluations within half a grid
+    step of it (in log space): few points early, many averaged late, as a log-axis plot reads it."""
     steps, acc = np.asarray(steps), np.asarray(acc, dtype=float)
-    pad = smooth // 2
-    padded = np.pad(acc, pad, mode="edge")
-    sm = np.convolve(padded, np.ones(smooth) / smooth, mode="valid")
-    t, d = delta_acc(steps, sm, dt)
-    lag = len(steps) - len(t)
+    pos = steps > 0
+    s, a = steps[pos], acc[pos]
+    n = max(int(np.ceil(np.log10(s[-1] / s[0]) * per_decade)) + 1, 2)
+    grid = np.geomspace(s[0], s[-1], n)
+    half = 10 ** (0.5 / per_decade)
+    keep = [(g, a[(s >= g / half) & (s <= g * half)]) for g in grid]
+    keep = [(g, v.mean()) for g, v in keep if v.size]
+    return np.array([g for g, _ in keep]), np.array([v for _, v in keep])
+
+
+def robust_boundaries(steps, acc, threshold: float = 0.025, per_decade: int = 10, merge_gap: int = 1,
+                      min_rise: float = 0.05) -> list[tuple[int, int]]:
+    """The paper's rule with Δt proportional to t: ΔAcc between consecutive points of a log-spaced,
+    log-window-averaged accuracy (10 points a decade: Δt ≈ 0.26 t) exceeds `threshold`.
+
+    Exceedance runs at most `merge_gap` grid points apart are merged, and a transition whose smoothed
+    accuracy rises by less than `min_rise` overall is dropped. Unlike a fixed Δt of 100 steps, this
+    sees a transition that is abrupt on a log axis but spans thousands of steps, and averages away
+    evaluation noise late in training.
+    """
+    grid, sm = log_smoothed(steps, acc, per_decade)
+    d = np.diff(sm)
     out = []
     for a, b in _runs(d > threshold, merge_gap):
-        if sm[b + lag] - sm[a] >= min_rise:
-            out.append((int(t[a]), int(t[b]) + dt))
+        if sm[b + 1] - sm[a] >= min_rise:
+            out.append((int(round(grid[a])), int(round(grid[b + 1]))))
     return out
 
 
 def phases(steps, acc, transitions: list[tuple[int, int]]) -> list[Phase]:
     """Plateaus between transitions, each with its level: the median accuracy over its second half.
 
-    The stretch before the first transition counts only if it holds at least two evaluations, so the
-    climb from chance at the very start of training is a transition into Phase 1, not a phase.
+    Phase k is the stretch after the k-th transition; Phase 0 is the stretch before the first one (the
+    untrained model, or the whole run if nothing ever changed). Stretches shorter than two
+    evaluations are left out.
     """
     steps, acc = np.asarray(steps), np.asarray(acc, dtype=float)
     edges = [int(steps[0])] + [x for tr in transitions for x in tr] + [int(steps[-1])]
     out = []
-    for start, end in zip(edges[0::2], edges[1::2]):
-        sel = (steps >= start) & (steps <= end)
-        if sel.sum() < 2:
-            continue
-        vals = acc[sel]
-        out.append(Phase(len(out) + 1, start, end, float(np.median(vals[len(vals) // 2:]))))
+    for index, (start, end) in enumerate(zip(edges[0::2], edges[1::2])):
+        vals = acc[(steps >= start) & (steps <= end)]
+        if vals.size >= 2:
+            out.append(Phase(index, start, end, float(np.median(vals[len(vals) // 2:]))))
     return out
 
 
 def phase_report(steps, acc, dt: int = 100, threshold: float = 0.025) -> dict[str, dict]:
     """Transitions and phases by both rules, as plain data for printing or tables."""
     report = {}
-    for name, rule in (("paper", paper_boundaries), ("robust", robust_boundaries)):
-        tr = rule(steps, acc, dt, threshold)
+    for name, tr in (("paper", paper_boundaries(steps, acc, dt, threshold)),
+                     ("robust", robust_boundaries(steps, acc, threshold))):
         report[name] = {"transitions": tr, "phases": phases(steps, acc, tr)}
     return report

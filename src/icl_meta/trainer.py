@@ -49,8 +49,8 @@ def evaluate(model: Model, sets: dict[str, Batch]) -> dict[str, float]:
     correct = (logits.argmax(-1) == ind.target).float()
     row = {"loss": torch.nn.functional.cross_entropy(logits, ind.target).item(), "acc": correct.mean().item()}
     per_task = torch.zeros(cfg.num_tasks, device=correct.device).index_add_(0, ind.task, correct)
-    seen = torch.bincount(ind.task, minlength=cfg.num_tasks).clamp(min=1)
-    for t, v in enumerate((per_task / seen).tolist()):
+    seen = torch.bincount(ind.task, minlength=cfg.num_tasks)
+    for t, v in enumerate((per_task / seen).tolist()):  # NaN for a task the set never drew
         row[f"acc_task{t}"] = v
     for kind in ("random_label", "in_weights", "copy"):
         if kind in sets:

@@ -1,0 +1,190 @@
+"""Training runs (SPEC §4) and run directories: files, metrics, determinism, resume, early stop."""
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+from icl_meta import Config, Model, load_run, make_instance, sample, train, trainer
+from icl_meta.runs import checkpoint_path
+from icl_meta.task import generator
+
+
+def same_metrics(a, b):
+    """Metric dicts with the same columns and bit-identical values, the wall-clock column aside."""
+    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k], equal_nan=True) for k in a if k != "time")
+
+
+def same_weights(path_a, path_b):
+    """Two safetensors checkpoints with the same tensors, bit for bit."""
+    a, b = load_file(str(path_a)), load_file(str(path_b))
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_run_directory_layout(tiny_run, tiny_cfg):
+    """A finished run holds its config, instance, metrics, provenance and checkpoints at step 0 and the last step."""
+    for name in ("config.json", "instance.safetensors", "metrics.safetensors", "provenance.json"):
+        assert (tiny_run.path / name).is_file()
+    assert tiny_run.config == tiny_cfg
+    assert tiny_run.checkpoint_steps[0] == 0 and tiny_run.checkpoint_steps[-1] == 60
+    assert all(checkpoint_path(tiny_run.path, s).is_file() for s in tiny_run.checkpoint_steps)
+    inst = make_instance(tiny_cfg)
+    assert torch.equal(tiny_run.instance().means, inst.means) and torch.equal(tiny_run.instance().table, inst.table)
+
+
+def test_provenance(tiny_run, tiny_cfg):
+    """provenance.json records completion, the four seeds, versions and the git commit."""
+    prov = json.loads((tiny_run.path / "provenance.json").read_text())
+    assert prov["finished"] is True and prov["final_step"] == 60 and prov["early_stopped"] is False
+    assert prov["seeds"] == tiny_cfg.seeds()
+    assert "git_commit" in prov
+    assert {"icl_meta", "python", "torch", "numpy"} <= set(prov["versions"])
+
+
+def test_metric_columns_and_rows(tiny_run):
+    """Metrics hold training, evaluation and per-layer circuit columns, one row every eval_every steps."""
+    m = tiny_run.metrics
+    expected = {"step", "time", "train_loss", "train_acc", "loss", "acc", "acc_task0", "acc_task1", "acc_task2",
+                "acc_random_label", "acc_in_weights", "acc_copy"}
+    expected |= {f"L{layer}H1_{name}" for layer in (1, 2) for name in ("bigram", "label_attention", "chunk_example")}
+    assert set(m) == expected
+    assert np.array_equal(m["step"], np.arange(0, 61, 10))
+    assert all(len(v) == 7 for v in m.values())
+    assert np.isnan(m["train_loss"][0]) and np.isfinite(m["train_loss"][1:]).all()
+    for k in expected - {"step", "time", "loss", "train_loss"}:
+        assert ((m[k][1:] >= 0) & (m[k][1:] <= 1)).all(), k
+
+
+def test_metrics_match_reevaluation(tiny_run):
+    """The last metrics row equals evaluate() of the last checkpoint on the run's evaluation sets."""
+    row = trainer.evaluate(tiny_run.model(), tiny_run.eval_sets())
+    for k, v in row.items():
+        assert tiny_run.metrics[k][-1] == pytest.approx(v, abs=1e-6), k
+
+
+def test_training_is_plain_sgd_on_the_data_stream(tiny_run, tiny_cfg):
+    """Ten steps of vanilla SGD (lr 0.01) on batches from the data seed reproduce the step-10 checkpoint and
+    the logged windowed training loss."""
+    cfg = tiny_cfg
+    inst, model = make_instance(cfg), Model(cfg)
+    g = generator(cfg.seeds()["data"])
+    losses = []
+    for _ in range(10):
+        batch = sample(inst, cfg, cfg.batch_size, g)
+        loss = F.cross_entropy(model(batch)[:, 0], batch.target)
+        model.zero_grad()
+        loss.backward()
+        with torch.no_grad():
+            for p in model.parameters():
+                p -= cfg.lr * p.grad
+        losses.append(loss.item())
+    saved = tiny_run.model(10).state_dict()
+    assert all(torch.allclose(v, saved[k], atol=1e-6) for k, v in model.state_dict().items())
+    assert tiny_run.metrics["train_loss"][1] == pytest.approx(np.mean(losses), rel=1e-5)
+
+
+def test_same_config_same_metrics(tiny_run, tiny_cfg, tmp_path):
+    """Two runs of one config in different directories give identical metrics and weights."""
+    other = train(tiny_cfg, tmp_path / "b", progress=False)
+    assert same_metrics(tiny_run.metrics, other.metrics)
+    assert same_weights(checkpoint_path(tiny_run.path, 60), checkpoint_path(other.path, 60))
+
+
+def test_resume_after_interrupt_is_exact(tiny_run, tiny_cfg, tmp_path, monkeypatch):
+    """A run killed after the step-40 evaluation and restarted ends bit-identical to an uninterrupted run."""
+    out = tmp_path / "b"
+    calls = []
+    real = trainer.evaluate
+
+    def interrupting(model, sets):
+        if len(calls) == 5:  # evaluations at steps 0, 10, 20, 30, 40 done; interrupt at 50
+            raise KeyboardInterrupt
+        calls.append(1)
+        return real(model, sets)
+
+    monkeypatch.setattr(trainer, "evaluate", interrupting)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_cfg, out, progress=False)
+    monkeypatch.setattr(trainer, "evaluate", real)
+    partial = load_run(out)
+    assert partial.provenance["finished"] is False and partial.metrics["step"][-1] == 40
+
+    resumed = train(tiny_cfg, out, progress=False)
+    assert resumed.provenance["finished"] is True and resumed.provenance["resumed_at"] == [40]
+    assert same_metrics(tiny_run.metrics, resumed.metrics)
+    assert same_weights(checkpoint_path(tiny_run.path, 60), checkpoint_path(out, 60))
+
+
+def test_finished_run_is_returned_without_training(tiny_run, tiny_cfg, monkeypatch):
+    """train() on a finished run of the same config reloads it and writes nothing."""
+    metrics_file = tiny_run.path / "metrics.safetensors"
+    before = metrics_file.stat().st_mtime_ns
+    monkeypatch.setattr(trainer, "evaluate", None)  # any training step would call it
+    again = train(tiny_cfg, tiny_run.path, progress=False)
+    assert metrics_file.stat().st_mtime_ns == before
+    assert same_metrics(tiny_run.metrics, again.metrics)
+
+
+def test_other_config_in_run_dir_raises(tiny_run, tiny_cfg):
+    """A run directory cannot be reused with a different config."""
+    with pytest.raises(ValueError, match="another config"):
+        train(tiny_cfg.replace(lr=0.02), tiny_run.path, progress=False)
+
+
+def test_foreign_nonempty_dir_raises(tiny_cfg, tmp_path):
+    """A non-empty directory that is not a run is refused."""
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="out"):
+        train(tiny_cfg, tmp_path, progress=False)
+
+
+def test_run_model_loads_checkpoint(tiny_run):
+    """Run.model(step) holds exactly the checkpoint's weights; the default is the last step."""
+    for step in (0, 30, 60):
+        saved = load_file(str(checkpoint_path(tiny_run.path, step)))
+        state = tiny_run.model(step).state_dict()
+        assert state.keys() == saved.keys() and all(torch.equal(state[k], saved[k]) for k in saved)
+    last, first = tiny_run.model().state_dict(), tiny_run.model(0).state_dict()
+    assert torch.equal(last["w1"], tiny_run.model(60).state_dict()["w1"]) and not torch.equal(last["w1"], first["w1"])
+
+
+def test_run_model_rejects_unsaved_step(tiny_run):
+    """Asking for a step without a checkpoint raises ValueError."""
+    with pytest.raises(ValueError, match="step"):
+        tiny_run.model(5)
+
+
+def test_load_run_never_unpickles(tiny_run, monkeypatch):
+    """A run is JSON and safetensors only, and loading it and its model works with pickle disabled."""
+    files = [p for p in tiny_run.path.rglob("*") if p.is_file()]
+    assert files and all(p.suffix in (".json", ".safetensors") for p in files)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("unpickling attempted")
+
+    for mod, name in ((pickle, "load"), (pickle, "loads"), (torch, "load")):
+        monkeypatch.setattr(mod, name, forbidden)
+    run = load_run(tiny_run.path)
+    assert run.model(60) is not None and run.instance().table.shape == (3, 64)
+
+
+def test_early_stop(tiny_cfg, tmp_path):
+    """With a level the run already holds and factor 1, training stops early, checkpoints and says so."""
+    run = train(tiny_cfg.replace(early_stop_acc=0.0001, early_stop_factor=1.0), tmp_path / "es", progress=False)
+    final = run.provenance["final_step"]
+    assert final < 60 and run.provenance["early_stopped"] is True and run.provenance["finished"] is True
+    assert run.metrics["step"][-1] == final and run.checkpoint_steps[-1] == final
+
+
+def test_checkpoint_steps_log_spaced():
+    """Checkpoints: step 0, the last step and log-spaced multiples of eval_every in between."""
+    steps = trainer.checkpoint_steps(Config(steps=100_000, eval_every=100))
+    assert steps[0] == 0 and steps[-1] == 100_000 and len(steps) <= 20
+    assert all(s % 100 == 0 for s in steps) and steps == sorted(set(steps))
+    ratios = np.array(steps[2:]) / np.array(steps[1:-1])
+    assert (ratios > 1.2).all() and (ratios < 2.1).all()
+    assert trainer.checkpoint_steps(Config(n_checkpoints=0)) == []
