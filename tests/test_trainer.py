@@ -188,3 +188,23 @@ def test_checkpoint_steps_log_spaced():
     ratios = np.array(steps[2:]) / np.array(steps[1:-1])
     assert (ratios > 1.2).all() and (ratios < 2.1).all()
     assert trainer.checkpoint_steps(Config(n_checkpoints=0)) == []
+
+
+def test_extending_a_run_equals_training_longer(tiny_cfg, tmp_path):
+    """A finished run resumed with more steps continues its data stream: same metrics as one longer run."""
+    short = train(tiny_cfg, tmp_path / "a", progress=False)
+    longer_cfg = tiny_cfg.replace(steps=tiny_cfg.steps + 20)
+    extended = train(longer_cfg, tmp_path / "a", progress=False)
+    straight = train(longer_cfg, tmp_path / "b", progress=False)
+    assert extended.config == longer_cfg and extended.provenance["resumed_at"] == [short.steps[-1]]
+    for col in ("loss", "acc", "train_loss", "L1H1_bigram"):
+        assert np.array_equal(extended.metrics[col], straight.metrics[col], equal_nan=True), col
+
+
+def test_resume_cannot_change_what_is_computed_or_go_back(tiny_cfg, tmp_path):
+    """Resuming with another lr, or with fewer steps than were saved, raises before training."""
+    train(tiny_cfg, tmp_path / "a", progress=False)
+    with pytest.raises(ValueError, match="another config"):
+        train(tiny_cfg.replace(lr=0.02), tmp_path / "a", progress=False)
+    with pytest.raises(ValueError, match="steps must be >="):
+        train(tiny_cfg.replace(steps=tiny_cfg.steps - 20), tmp_path / "a", progress=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -59,18 +60,25 @@ def evaluate(model: Model, sets: dict[str, Batch]) -> dict[str, float]:
     return row
 
 
-def _prepare(out: Path, cfg: Config) -> dict | None:
-    """Check out against cfg; return the saved resume state if there is one."""
+# Fields a run may change when resumed: they decide how long it runs, not what it computes.
+RESUMABLE_CHANGES = {"steps", "early_stop_acc", "early_stop_factor", "save_every"}
+
+
+def _prepare(out: Path, cfg: Config) -> tuple[dict | None, bool]:
+    """Check out against cfg. Returns the saved resume state (None for a new run) and whether the run
+    directory already holds exactly this config, finished or not."""
     if (out / "config.json").exists():
         saved = Config.from_dict(json.loads((out / "config.json").read_text()))
-        if saved != cfg:
-            diff = {k: (v, getattr(cfg, k)) for k, v in saved.to_dict().items() if getattr(cfg, k) != v and k != "masks"}
-            raise ValueError(f"{out} holds a run with another config (saved, asked): {diff or 'masks differ'}")
-        if (out / "state.safetensors").exists():
-            return load_file(str(out / "state.safetensors"))
-    elif out.exists() and any(out.iterdir()):
+        diff = {k: (v, getattr(cfg, k)) for k, v in saved.to_dict().items() if getattr(cfg, k) != v}
+        state = out / "state.safetensors"
+        if set(diff) - RESUMABLE_CHANGES:
+            raise ValueError(f"{out} holds a run with another config (saved, asked): {diff}")
+        if diff and not state.exists():
+            raise ValueError(f"{out} has no resume state (compacted?), so its {sorted(diff)} cannot change")
+        return (load_file(str(state)) if state.exists() else None), not diff
+    if out.exists() and any(out.iterdir()):
         raise ValueError(f"out must be an empty or missing directory or a run of the same config, got {out}")
-    return None
+    return None, False
 
 
 def _early_stop(cfg: Config, steps: list[float], acc: list[float]) -> bool:
@@ -86,16 +94,17 @@ def train(cfg: Config, out: str | os.PathLike | None = None, progress: bool | No
           command: str | None = None) -> Run:
     """Train cfg into the run directory `out` (a fresh temporary one if None) and return the loaded run.
 
-    An existing run of the same config resumes from its last state (a finished one returns at once).
+    An existing run of the same config resumes from its last state (a finished one returns at once);
+    one that differs only in RESUMABLE_CHANGES (e.g. more steps) continues from its last state too.
     progress: a tqdm bar; default on unless the CI environment variable is set.
     """
     cfg.validate()
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device must be 'cpu' on a machine without CUDA, got {cfg.device!r}")
     out = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="icl-meta-"))
-    state = _prepare(out, cfg)
+    state, same = _prepare(out, cfg)
     prov_path = out / "provenance.json"
-    if prov_path.exists() and json.loads(prov_path.read_text())["finished"]:
+    if same and prov_path.exists() and json.loads(prov_path.read_text())["finished"]:
         return load_run(out)
     progress = not os.environ.get("CI") if progress is None else progress
 
@@ -121,6 +130,8 @@ def train(cfg: Config, out: str | os.PathLike | None = None, progress: bool | No
             atomic_save_tensors(checkpoint_path(out, 0), model.state_dict())
     else:
         step, elapsed = int(state.pop("step")), float(state.pop("elapsed"))
+        if step > cfg.steps:
+            raise ValueError(f"steps must be >= {step}, the step {out} was saved at, to resume it; got {cfg.steps}")
         data.set_state(state.pop("rng").to(data.get_state().device))
         model.load_state_dict(state)
         old = load_run(out).metrics
@@ -129,6 +140,8 @@ def train(cfg: Config, out: str | os.PathLike | None = None, progress: bool | No
             metrics[k] = v[rows].tolist()
         prov = json.loads(prov_path.read_text())
         prov["resumed_at"] = prov.get("resumed_at", []) + [step]
+        prov.setdefault("resume_commands", []).append(command if command is not None else " ".join(sys.argv))
+        atomic_write_text(out / "config.json", cfg.to_json())
 
     def save_state() -> None:
         save_metrics(out / "metrics.safetensors", metrics)

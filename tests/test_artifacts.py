@@ -1,0 +1,48 @@
+"""Shipped run artifacts must still be what this code produces: retrain their first steps and compare."""
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from icl_meta import Model, load_run, train
+from icl_meta.runs import ARTIFACTS, checkpoint_path
+
+SHIPPED = sorted(p.parent for p in ARTIFACTS.glob("*/*/config.json"))
+FIRST_STEPS = 300
+
+
+def test_artifacts_are_shipped():
+    """The default setting is shipped with at least three seeds."""
+    assert len([p for p in SHIPPED if p.parent.name == "default"]) >= 3
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_shipped_run_provenance_is_complete(path):
+    """A shipped run is finished, compacted, and records command, seeds, versions, commit and wall time."""
+    run = load_run(path)
+    prov = run.provenance
+    assert prov["finished"] and prov["command"].startswith("icl-meta ")
+    assert prov["seeds"] == run.config.seeds()
+    assert prov["git_commit"] and prov["versions"]["torch"] and prov["wall_time_s"] > 0
+    assert not (path / "state.safetensors").exists()
+    assert run.steps[-1] == prov["final_step"] and run.checkpoint_steps[-1] == prov["final_step"]
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_shipped_run_first_steps_match_the_code(path, tmp_path):
+    """Retraining the first steps from the recorded config reproduces the logged metrics and the init."""
+    run = load_run(path)
+    cfg = run.config.replace(steps=FIRST_STEPS, n_checkpoints=2, save_every=FIRST_STEPS)
+    fresh = train(cfg, tmp_path / "fresh", progress=False)
+    rows = run.steps <= FIRST_STEPS
+    assert np.array_equal(run.steps[rows], fresh.steps)
+    for col, ref in run.metrics.items():
+        if col == "time":
+            continue
+        atol = 3 / cfg.eval_size if col.startswith("acc") or col == "train_acc" else 1e-3
+        np.testing.assert_allclose(fresh.metrics[col], ref[rows], atol=atol, rtol=1e-3, err_msg=col)
+    if 0 in run.checkpoint_steps:
+        init = Model(cfg).state_dict()
+        for k, v in load_file(str(checkpoint_path(path, 0))).items():
+            assert torch.equal(init[k], v), k

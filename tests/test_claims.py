@@ -1,0 +1,71 @@
+"""Phase and circuit checks against the paper, on synthetic runs whose answers are known."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from icl_meta import Config
+from icl_meta.claims import circuit_checks, circuit_rows, layer_pattern, phase_checks, phase_rows, phase_steps
+from icl_meta.runs import Run
+
+STEPS = np.arange(0, 100_001, 100)
+EDGES = [0, 1000, 1500, 8000, 12000, 40000, 50000, 100_000]
+
+
+def synthetic_run(levels=(0.03, 0.35, 0.78, 1.0), circuits=True) -> Run:
+    """Accuracy with three log-abrupt rises; metrics switch as paper Table 1 says (or never, if not circuits)."""
+    acc = np.interp(STEPS, EDGES, [levels[0], levels[0], levels[1], levels[1], levels[2], levels[2], levels[3], levels[3]])
+    phase = np.searchsorted([1500, 12000, 50000], STEPS, side="right")  # 0..3, settled after each rise
+    m = {"step": STEPS.astype(float), "acc": acc}
+    table = {  # phase -> (layer-1 metrics, layer-2 metrics) as bigram, label_attention, chunk_example
+        0: ((0.11, 0.44, 0.26), (0.11, 0.44, 0.26)),
+        1: ((0.98, 0.01, 0.26), (1.0, 0.0, 0.26)),
+        2: ((0.60, 0.38, 0.25), (1.0, 0.0, 0.25)),
+        3: ((0.05, 0.20, 0.90), (0.05, 0.90, 0.30)),
+    }
+    for layer in (1, 2):
+        for j, name in enumerate(("bigram", "label_attention", "chunk_example")):
+            vals = [table[p if circuits else 0][layer - 1][j] for p in range(4)]
+            m[f"L{layer}H1_{name}"] = np.array(vals)[phase]
+    return Run(Path("synthetic"), Config(), m, {}, [0, 100, 1000, 3000, 10000, 30000, 100_000])
+
+
+def test_layer_pattern_rule():
+    """The pattern that rose by >= 0.1 wins; with no such rise the layer keeps its largest metric."""
+    before = {"bigram": 1.0, "label_attention": 0.0, "chunk_example": 0.25}
+    assert layer_pattern(before, {"bigram": 0.7, "label_attention": 0.3, "chunk_example": 0.25}) == "label_attention"
+    assert layer_pattern(before, {"bigram": 0.98, "label_attention": 0.05, "chunk_example": 0.25}) == "bigram"
+
+
+def test_phase_rows_and_checks_on_three_phases():
+    """Three phases with the paper's plateau levels all pass."""
+    run = synthetic_run()
+    row = phase_rows([run])[0]
+    assert row["levels"] == pytest.approx({1: 0.35, 2: 0.78, 3: 1.0})
+    assert all(c.ok for c in phase_checks([run]))
+
+
+def test_phase_checks_fail_when_phase_two_is_missing():
+    """A run that jumps from 0.35 to 1.0 fails the phase count and the Phase 2 level."""
+    run = synthetic_run(levels=(0.03, 0.35, 1.0, 1.0))
+    checks = {c.what: c.ok for c in phase_checks([run])}
+    assert not checks["phases seen (robust rule)"] and not checks["Phase 2 plateau accuracy"]
+
+
+def test_phase_steps_pick_the_middle_of_each_plateau():
+    """Checkpoints chosen per phase lie inside the plateau; evaluated steps sit near its log-middle."""
+    run = synthetic_run()
+    ckpts = phase_steps(run)
+    assert set(ckpts) <= {1, 2, 3} and all(s in run.checkpoint_steps for s in ckpts.values())
+    evals = phase_steps(run, checkpoints=False)
+    assert 2500 <= evals[1] <= 5000 and 15000 <= evals[2] <= 30000
+
+
+def test_circuit_checks_match_table_one():
+    """Metrics that switch as in Table 1 give NCC, SCC and FCC; metrics that never move give no match."""
+    rows = circuit_rows(synthetic_run())
+    assert [r["patterns"] for r in rows] == [("bigram", "bigram"), ("label_attention", "bigram"),
+                                              ("chunk_example", "label_attention")]
+    assert all(c.ok for c in circuit_checks(synthetic_run()))
+    assert not any(c.ok for c in circuit_checks(synthetic_run(circuits=False)))

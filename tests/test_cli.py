@@ -1,0 +1,89 @@
+"""The icl-meta command: flags from the Config, train, phases, sweep, bench, and clear errors."""
+
+import dataclasses
+
+import pytest
+
+from icl_meta import Config, load_run
+from icl_meta.bench import report
+from icl_meta.cli import build_parser, config_from_args, main, parse_grid, run_name
+
+from conftest import TINY
+
+TINY_FLAGS = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]
+
+
+def test_every_config_field_is_a_flag():
+    """Each Config field has a --kebab-case flag of train whose default is the field's default."""
+    args = build_parser().parse_args(["train", "--out", "x"])
+    assert config_from_args(args) == Config()
+    for f in dataclasses.fields(Config):
+        assert hasattr(args, f.name)
+
+
+def test_flags_parse_types():
+    """Ints, floats, booleans, optional numbers and mask lists parse into the Config."""
+    args = build_parser().parse_args(["train", "--out", "x", "--num-tasks", "2", "--eps", "0.5", "--random-offset",
+                                      "--early-stop-acc", "0.99", "--instance-seed", "none", "--masks",
+                                      "bigram,label_attention"])
+    cfg = config_from_args(args)
+    assert (cfg.num_tasks, cfg.eps, cfg.random_offset, cfg.early_stop_acc, cfg.instance_seed, cfg.masks) == \
+        (2, 0.5, True, 0.99, None, ("bigram", "label_attention"))
+
+
+def test_train_then_phases(tmp_path, capsys):
+    """train writes a run with the command in its provenance; phases prints both rules."""
+    out = tmp_path / "run"
+    main(["train", *TINY_FLAGS, "--seed", "3", "--out", str(out), "--no-progress"])
+    run = load_run(out)
+    assert run.config.seed == 3 and run.provenance["command"].startswith("icl-meta train")
+    main(["phases", str(out)])
+    printed = capsys.readouterr().out
+    assert "[paper rule]" in printed and "[robust rule]" in printed and "Bayes ceilings" in printed
+
+
+@pytest.mark.parametrize("flags, name", [(["--n-heads", "3"], "n_heads"), (["--lr", "0"], "lr"),
+                                         (["--masks", "bigram,nope"], "masks"), (["--num-seq", "70"], "pos_dim")])
+def test_bad_flags_exit_with_the_parameter_name(tmp_path, capsys, flags, name):
+    """An impossible setting exits with a message naming the parameter, and writes nothing."""
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as e:
+        main(["train", *flags, "--out", str(out)])
+    assert name in str(e.value)
+    assert not out.exists()
+
+
+def test_parse_grid_and_run_names():
+    """--grid values are parsed with the field's type; masks use '|' between values."""
+    grid = parse_grid(["num_classes=32,64", "eps=0.1", "masks=bigram,bigram|none,none"])
+    assert grid == {"num_classes": [32, 64], "eps": [0.1], "masks": [("bigram", "bigram"), ("none", "none")]}
+    assert run_name({"masks": ("bigram", "bigram"), "seed": 1}) == "masks-bigram+bigram__seed-1"
+    with pytest.raises(ValueError, match="--grid"):
+        parse_grid(["not_a_field=1"])
+
+
+def test_sweep_runs_grid_and_resumes(tmp_path, capsys):
+    """sweep trains every grid point and seed in parallel; running it again retrains nothing."""
+    argv = ["sweep", *TINY_FLAGS, "--grid", "num_tasks=1,2", "--seeds", "0,1", "--jobs", "2", "--out", str(tmp_path),
+            "--no-progress"]
+    main(argv)
+    dirs = sorted(p.name for p in tmp_path.iterdir())
+    assert dirs == ["num_tasks-1__seed-0", "num_tasks-1__seed-1", "num_tasks-2__seed-0", "num_tasks-2__seed-1"]
+    stamps = {d: (tmp_path / d / "metrics.safetensors").stat().st_mtime_ns for d in dirs}
+    main(argv)
+    assert stamps == {d: (tmp_path / d / "metrics.safetensors").stat().st_mtime_ns for d in dirs}
+    assert load_run(tmp_path / "num_tasks-2__seed-1").config.num_tasks == 2
+
+
+def test_sweep_rejects_a_bad_grid_point_before_any_run(tmp_path):
+    """One impossible grid point stops the sweep before any run directory is made."""
+    with pytest.raises(SystemExit, match="n_heads"):
+        main(["sweep", *TINY_FLAGS, "--grid", "n_heads=1,3", "--out", str(tmp_path / "s")])
+    assert not (tmp_path / "s").exists()
+
+
+def test_bench_report_lists_its_figures():
+    """bench reports the matmul peak, FLOPs per step, and steps/s with and without evaluation."""
+    text = report(steps=20, threads=1)
+    for needle in ("GFLOP/s", "MFLOP", "steps/s", "with eval", "of 1-thread peak"):
+        assert needle in text
