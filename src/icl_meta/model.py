@@ -154,9 +154,10 @@ class Model(nn.Module):
         return self._interleave(items, (self.label_emb @ w)[batch.labels])
 
     def forward(self, batch: Batch, full: bool = False, return_attn: bool = False):
-        """Logits [B, R, L] at the readout positions (all S positions when full=True).
+        """Logits [B, R, L] at the R readout positions.
 
-        With return_attn, also a list of per-layer attention weights [B, H, rows, S].
+        full=True computes every row of every layer (for the probes; same logits). With return_attn,
+        also a list of per-layer attention weights [B, H, rows, S], rows being the computed ones.
         """
         h = self.embed(batch)
         attns = []
