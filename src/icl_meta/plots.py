@@ -16,12 +16,14 @@ CEILING_LABELS = {"query_only": "Bayes: query only", "label_multiset": "Bayes: q
 
 
 def shade_phases(ax: plt.Axes, phases: list[Phase], transitions: list[tuple[int, int]], label: bool = True) -> None:
-    """Shade each plateau in its phase colour and each transition in grey (the same in every chapter)."""
+    """Shade each learned plateau in its phase colour and each transition in grey (the same in every
+    chapter). Phase 0, the untrained stretch before the first transition, is left white."""
     for ph in phases:
-        ax.axvspan(max(ph.start, 1), ph.end, color=PHASE_COLOURS[min(ph.index, len(PHASE_COLOURS)) - 1], alpha=0.5,
-                   lw=0, label=f"Phase {ph.index}" if label else None)
+        if ph.index >= 1:
+            ax.axvspan(ph.start, ph.end, color=PHASE_COLOURS[min(ph.index, len(PHASE_COLOURS)) - 1], alpha=0.5,
+                       lw=0, label=f"Phase {ph.index}" if label else None)
     for a, b in transitions:
-        ax.axvspan(max(a, 1), b, color=TRANSITION_COLOUR, alpha=0.25, lw=0)
+        ax.axvspan(a, b, color=TRANSITION_COLOUR, alpha=0.25, lw=0)
 
 
 def draw_ceilings(ax: plt.Axes, ceilings: dict[str, float]) -> None:
