@@ -86,3 +86,16 @@ def plot_sequence(ax: plt.Axes, batch, i: int, title: str = "") -> None:
     ax.set_ylim(-0.1, 1.5)
     ax.axis("off")
     ax.set_title(title or f"task {int(batch.task[i])}", fontsize=9, loc="left")
+
+
+def accuracy_panel(ax: plt.Axes, runs, ceilings: dict[str, float]) -> None:
+    """Accuracy of several runs with the first run's phases shaded (robust rule), the paper rule's
+    boundaries as red ticks above the axes, and the Bayes ceilings as reference lines."""
+    rep = runs[0].phases()
+    shade_phases(ax, rep["robust"]["phases"], rep["robust"]["transitions"])
+    plot_curves(ax, runs, "acc", "accuracy (in-distribution)")
+    draw_ceilings(ax, ceilings)
+    for a, _ in rep["paper"]["transitions"]:
+        ax.plot([a, a], [1.02, 1.06], color="red", lw=1.5, clip_on=False)
+    ax.set_ylim(0, 1.06)
+    ax.legend(fontsize=7, loc="upper left", ncol=2)
