@@ -44,9 +44,11 @@ def phase_checks(runs, rule: str = "robust") -> list[Check]:
     counts = [len(r["levels"]) for r in rows]
     checks = [Check(f"phases seen ({rule} rule)", "3", ", ".join(map(str, counts)), seeds,
                     all(c == 3 for c in counts))]
+    three = [r for r in rows if len(r["levels"]) == 3]  # only there is phase k the paper's phase k
+    seeds = "seeds " + ", ".join(str(r["seed"]) for r in three) + " (3 phases seen)" if three else "no seed with 3 phases"
     for k, (lo, hi) in PAPER_LEVELS.items():
-        vals = [r["levels"][k] for r in rows if k in r["levels"]]
-        ok = bool(vals) and len(vals) == len(rows) and all(lo - 0.02 <= v <= hi + 0.02 for v in vals)
+        vals = [r["levels"][k] for r in three]
+        ok = bool(vals) and all(lo - 0.02 <= v <= hi + 0.02 for v in vals)
         checks.append(Check(f"Phase {k} plateau accuracy", f"{lo:.2f}–{hi:.2f}", _spread(vals), seeds, ok))
     return checks
 

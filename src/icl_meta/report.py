@@ -17,7 +17,7 @@ class Check:
 
     @property
     def verdict(self) -> str:
-        return {True: "✅ matched", False: "❌ did not match", None: "– not comparable"}[self.ok]
+        return {True: "✓ matched", False: "✗ did not match", None: "– not comparable"}[self.ok]
 
 
 def within(ours: float, paper: float, tol: float) -> bool:
