@@ -170,7 +170,8 @@ def train(cfg: Config, out: str | os.PathLike | None = None, progress: bool | No
                "time": elapsed + time.time() - t0}
         for k, v in row.items():
             metrics[k].append(v)
-        window_loss.zero_(), window_correct.zero_()
+        window_loss.zero_()
+        window_correct.zero_()
         window_n = 0
         bar.update(step - bar.n)
         bar.set_postfix(acc=f"{row['acc']:.3f}", refresh=False)
