@@ -208,3 +208,22 @@ def test_resume_cannot_change_what_is_computed_or_go_back(tiny_cfg, tmp_path):
         train(tiny_cfg.replace(lr=0.02), tmp_path / "a", progress=False)
     with pytest.raises(ValueError, match="steps must be >="):
         train(tiny_cfg.replace(steps=tiny_cfg.steps - 20), tmp_path / "a", progress=False)
+
+
+def test_interrupted_extension_is_not_taken_for_finished(tiny_cfg, tmp_path, monkeypatch):
+    """An extension killed midway leaves an unfinished run, and the same call completes it exactly."""
+    train(tiny_cfg, tmp_path / "a", progress=False)
+    longer = tiny_cfg.replace(steps=tiny_cfg.steps + 40)
+    real = trainer.evaluate
+
+    def interrupting(model, sets):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "evaluate", interrupting)
+    with pytest.raises(KeyboardInterrupt):
+        train(longer, tmp_path / "a", progress=False)
+    monkeypatch.setattr(trainer, "evaluate", real)
+    assert load_run(tmp_path / "a").provenance["finished"] is False
+    extended = train(longer, tmp_path / "a", progress=False)
+    straight = train(longer, tmp_path / "b", progress=False)
+    assert extended.steps[-1] == longer.steps and same_metrics(straight.metrics, extended.metrics)

@@ -66,11 +66,16 @@ def git_commit() -> str | None:
     return sha + ("+dirty" if dirty else "")
 
 
+def recorded_command(command: str | None) -> str:
+    """The command to record for a run: the one given, else this process's command line."""
+    return command if command is not None else " ".join(sys.argv)
+
+
 def provenance(cfg: Config, command: str | None) -> dict:
     from . import __version__
 
     return {
-        "command": command if command is not None else " ".join(sys.argv),
+        "command": recorded_command(command),
         "seeds": cfg.seeds(),
         "versions": {"icl_meta": __version__, "python": platform.python_version(), "torch": torch.__version__,
                      "numpy": np.__version__},

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -20,7 +19,7 @@ from .config import Config
 from .model import Model, loss_and_correct
 from .probes import attention_maps, metric_columns
 from .runs import (Run, atomic_save_tensors, atomic_write_text, checkpoint_path, load_run, provenance,
-                   save_metrics)
+                   recorded_command, save_metrics)
 from .task import Batch, eval_sets, generator, make_instance, sample
 
 EVAL_CHUNK = 256
@@ -140,7 +139,9 @@ def train(cfg: Config, out: str | os.PathLike | None = None, progress: bool | No
             metrics[k] = v[rows].tolist()
         prov = json.loads(prov_path.read_text())
         prov["resumed_at"] = prov.get("resumed_at", []) + [step]
-        prov.setdefault("resume_commands", []).append(command if command is not None else " ".join(sys.argv))
+        prov.setdefault("resume_commands", []).append(recorded_command(command))
+        prov["finished"] = False  # until this resumption ends: a killed extension must resume again
+        atomic_write_text(prov_path, json.dumps(prov, indent=1))
         atomic_write_text(out / "config.json", cfg.to_json())
 
     def save_state() -> None:
