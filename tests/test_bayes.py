@@ -6,6 +6,7 @@ from collections import defaultdict
 import pytest
 
 from icl_meta import Config, ceilings, make_instance, scc_theory_accuracy
+from icl_meta.bayes import scc_elimination_accuracy
 from icl_meta.task import zipf
 
 
@@ -86,3 +87,10 @@ def test_ceilings_match_exact_enumeration(changes):
     mc = ceilings(cfg, inst, n=200000)
     for name in exact:
         assert mc[name] == pytest.approx(exact[name], abs=0.005), name
+
+
+@pytest.mark.parametrize("k", [8, 16, 32])
+def test_scc_elimination_strategy_matches_the_formula(k):
+    """Simulating App. D's strategy (rule out tasks whose query label is in the context) gives p + (1-p)/2."""
+    cfg = Config(num_tasks=2, label_table="scc_theory", num_classes=k, num_labels=k)
+    assert scc_elimination_accuracy(cfg, n=40000) == pytest.approx(scc_theory_accuracy(k), abs=0.01)

@@ -5,8 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from icl_meta import Config
-from icl_meta.claims import circuit_checks, circuit_rows, layer_pattern, phase_checks, phase_rows, phase_steps
+from icl_meta import Config, scc_theory_accuracy
+from icl_meta.claims import (circuit_checks, circuit_rows, final_level, induction_checks, layer_pattern, phase_checks, phase_rows,
+                             phase_steps, random_label_checks, restricted_checks, scc_theory_checks, steps_to)
 from icl_meta.runs import Run
 
 STEPS = np.arange(0, 100_001, 100)
@@ -69,3 +70,59 @@ def test_circuit_checks_match_table_one():
                                               ("chunk_example", "label_attention")]
     assert all(c.ok for c in circuit_checks(synthetic_run()))
     assert not any(c.ok for c in circuit_checks(synthetic_run(circuits=False)))
+
+
+def curve_run(acc, cfg=Config(), extra=None) -> Run:
+    """A run with a given accuracy curve on STEPS (and extra logged columns)."""
+    return Run(Path("synthetic"), cfg, {"step": STEPS.astype(float), "acc": np.asarray(acc, float), **(extra or {})}, {}, [])
+
+
+def test_final_level_and_steps_to():
+    acc = np.interp(STEPS, [0, 5000, 6000, 100_000], [0.0, 0.0, 1.0, 1.0])
+    run = curve_run(acc)
+    assert final_level(run) == 1.0
+    assert steps_to(run, 0.99) == 6000 and steps_to(run, 1.01) is None
+
+
+def test_restricted_checks():
+    """Plateaus at the Phase-1/2 levels and an FCC model that is done 10x sooner pass; a slow FCC fails."""
+    def flat(level):
+        return curve_run(np.interp(STEPS, [0, 1000, 2000, 100_000], [0.03, 0.03, level, level]))
+
+    def jump(at):
+        return curve_run(np.interp(STEPS, [0, at, 2 * at, 100_000], [0.03, 0.03, 1.0, 1.0]))
+
+    ceil = {"query_only": 0.36, "label_multiset": 0.80, "full_pairs": 1.0}
+    good = {"NCC": [flat(0.35)], "SCC": [flat(0.78)], "FCC": [jump(1000)]}
+    assert all(c.ok for c in restricted_checks(good, [jump(30000)], ceil))
+    bad = {"NCC": [flat(0.5)], "SCC": [flat(0.5)], "FCC": [jump(20000)]}
+    assert not any(c.ok for c in restricted_checks(bad, [jump(30000)], ceil))
+
+
+def test_scc_theory_checks():
+    """A run ending on the App. D line passes; one 0.1 above fails."""
+    cfg = Config(num_tasks=2, label_table="scc_theory", num_classes=8, num_labels=8)
+    theory = scc_theory_accuracy(8)
+    assert scc_theory_checks([curve_run(np.full(len(STEPS), theory), cfg)])[0].ok
+    assert not scc_theory_checks([curve_run(np.full(len(STEPS), theory + 0.1), cfg)])[0].ok
+
+
+def test_random_label_checks():
+    """Random-label accuracy that follows Phase 2 and stays at its level passes; one that collapses fails."""
+    run = synthetic_run()
+    ceil = [{"label_multiset": 0.80}]
+    rla = np.minimum(run.metrics["acc"], 0.76)
+    run.metrics["acc_random_label"] = rla
+    assert all(c.ok for c in random_label_checks([run], ceil))
+    run.metrics["acc_random_label"] = np.where(STEPS > 50000, 0.1, rla)
+    checks = random_label_checks([run], ceil)
+    assert checks[0].ok and not checks[1].ok
+
+
+def test_induction_checks_on_a_tiny_run(tiny_run):
+    """Four checks with measured values; a 60-step run has not jumped, so the jump check fails."""
+    checks = induction_checks([tiny_run], "tiny")
+    assert [c.what.split(": ")[1] for c in checks] == ["a single jump to 100%", "layer 1 chunks each pair",
+                                                       "layer 2 attends to the matching pair's label",
+                                                       "accuracy on novel classes (copy set)"]
+    assert not checks[0].ok and all(c.ok in (True, False) for c in checks)

@@ -6,7 +6,7 @@ import torch
 
 from icl_meta import (Config, Model, attention_maps, circuit_metrics, make_instance, paper_boundaries, phase_report,
                       phases, robust_boundaries, sample)
-from icl_meta.probes import delta_acc, metric_columns
+from icl_meta.probes import delta_acc, matching_label_weight, metric_columns
 from icl_meta.task import generator
 
 
@@ -148,3 +148,13 @@ def test_phase_report_runs_both_rules():
     assert set(report) == {"paper", "robust"}
     assert report["paper"]["transitions"] == [(1000, 1500)]
     assert len(report["robust"]["phases"]) == 4
+
+
+def test_matching_label_weight_reads_the_matching_pair():
+    """The weight on the label right after the item of the query's class; NaN without a match or for novel classes."""
+    row = torch.zeros(3, 9)
+    row[:, 1::2] = torch.tensor([0.1, 0.2, 0.3, 0.4])  # labels 1..4 at positions 1, 3, 5, 7
+    classes = torch.tensor([[5, 6, 7, 8, 7], [5, 6, 7, 8, 9], [-1, -1, -1, -1, -1]])
+    w = matching_label_weight(row, classes)
+    assert w[0].item() == pytest.approx(0.3)
+    assert torch.isnan(w[1]) and torch.isnan(w[2])

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from icl_meta import Config, Model, load_run, make_instance, sample, train, trainer
+from icl_meta import Config, Model, compact, load_run, make_instance, sample, train, trainer
 from icl_meta.runs import checkpoint_path
 from icl_meta.task import generator
 
@@ -227,3 +227,19 @@ def test_interrupted_extension_is_not_taken_for_finished(tiny_cfg, tmp_path, mon
     extended = train(longer, tmp_path / "a", progress=False)
     straight = train(longer, tmp_path / "b", progress=False)
     assert extended.steps[-1] == longer.steps and same_metrics(straight.metrics, extended.metrics)
+
+
+def test_compact_drops_resume_state_and_optionally_checkpoints(tiny_cfg, tmp_path):
+    """compact removes the resume state; last_checkpoint_only keeps the final checkpoint and records the rest."""
+    run = train(tiny_cfg, tmp_path / "r", progress=False)
+    before = run.checkpoint_steps
+    compact(run.path, last_checkpoint_only=True)
+    after = load_run(run.path)
+    assert not (run.path / "state.safetensors").exists()
+    assert after.checkpoint_steps == before[-1:]
+    assert after.provenance["dropped_checkpoints"] == before[:-1]
+    prov = json.loads((run.path / "provenance.json").read_text())
+    prov["finished"] = False
+    (run.path / "provenance.json").write_text(json.dumps(prov))
+    with pytest.raises(ValueError, match="path must be a finished run"):
+        compact(run.path)

@@ -93,3 +93,22 @@ def scc_theory_accuracy(num_classes: int, num_seq: int = 4) -> float:
     """
     p = 1 - comb(num_classes - 2, num_seq) / comb(num_classes - 1, num_seq)
     return p + (1 - p) / 2
+
+
+@torch.no_grad()
+def scc_elimination_accuracy(cfg: Config, inst: Instance | None = None, n: int = 100_000, seed: int = 0) -> float:
+    """Simulated accuracy of the App. D strategy: rule out every task whose label for the query class
+    shows up among the context labels, then guess uniformly among the tasks left.
+
+    Under the SCC-theory conditions the query class is never in the context and each task's table is a
+    bijection, so the true task's label for the query can never appear: it is never ruled out, and the
+    accuracy is P(only it is left) + P(both left) / 2, the formula of `scc_theory_accuracy`.
+    """
+    cfg = cfg.replace(device="cpu").validate()
+    inst = make_instance(cfg) if inst is None else inst.to("cpu")
+    batch = sample(inst, cfg, n, torch.Generator().manual_seed(seed))
+    table_q = inst.table[:, batch.classes[:, -1]].T  # [S, T]: each task's label for the query class
+    left = ~(batch.labels[:, None, :] == table_q[:, :, None]).any(-1)  # [S, T] tasks not ruled out
+    left |= ~left.any(1, keepdim=True)  # nothing left (possible outside App. D): guess among all
+    right = (left & (table_q == batch.target[:, None])).sum(1)
+    return float((right / left.sum(1)).mean())

@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 MASK_NAMES = ("none", "bigram", "label_attention", "chunk_example")
+# SPEC §5 / paper Table 1: the pattern of each circuit in layers 1 and 2, also its training masks (App. C).
+CIRCUITS = {"NCC": ("bigram", "bigram"), "SCC": ("label_attention", "bigram"),
+            "FCC": ("chunk_example", "label_attention")}
 QUERY_RULES = ("absent", "uniform")
 LABEL_TABLES = ("random", "scc_theory")
 BLOCKS = ("attention", "standard")

@@ -61,10 +61,11 @@ class Attention(nn.Module):
         self.w_qkv = _normal((d, 3 * d), d**-0.5, g)
         self.w_o = _normal((d, d), d**-0.5, g) if w_o else None
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor, rows: torch.Tensor | None,
-                need_weights: bool, proj: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, x: torch.Tensor, bias: torch.Tensor, rows: torch.Tensor | None, need_weights: bool,
+                proj: torch.Tensor | None = None, gate: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """x [B, S, d], bias [S, S] additive mask; rows: the query positions to compute (None: all);
-        proj: x @ w_qkv when the caller has it cheaper (the first layer, see Model.embed_proj).
+        proj: x @ w_qkv when the caller has it cheaper (the first layer, see Model.embed_proj);
+        gate: [S, S] factors applied to the weights after the softmax (circuit surgery), None for none.
 
         Returns the output [B, R, d] and, if need_weights, the attention weights [B, H, R, S].
         """
@@ -79,12 +80,16 @@ class Attention(nn.Module):
             qk = torch.einsum("bhrc,dhc->bhrd", torch.einsum("brd,dhc->bhrc", x[:, rows], wq), wk)
             scores = (qk[:, :, :, None, :] * x[:, None, None]).sum(-1) * scale + bias[rows]
             att = torch.softmax(scores, dim=-1)
+            if gate is not None:
+                att = att * gate[rows]
             z = (att[..., None] * x[:, None, None]).sum(-2)
             out = torch.einsum("bhrd,dhc->brhc", z, wv).reshape(Bn, len(rows), d)
         else:
             q, k, v = (t.view(Bn, S, H, dh).transpose(1, 2) for t in (x @ self.w_qkv if proj is None else proj).split(d, -1))
-            if need_weights:
+            if need_weights or gate is not None:
                 att = torch.softmax(q @ k.transpose(-1, -2) * scale + bias, dim=-1)
+                if gate is not None:
+                    att = att * gate
                 out = att @ v
             else:  # the fused kernel: about twice as fast, weights not materialised
                 att = None
@@ -108,9 +113,9 @@ class Block(nn.Module):
             self.w_in, self.b_in = _normal((d, 4 * d), d**-0.5, g), nn.Parameter(torch.zeros(4 * d))
             self.w_out, self.b_out = _normal((4 * d, d), (4 * d) ** -0.5, g), nn.Parameter(torch.zeros(d))
 
-    def forward(self, h: torch.Tensor, bias: torch.Tensor, rows: torch.Tensor | None,
-                need_weights: bool, proj: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        out, att = self.attn(self.ln1(h) if self.standard else h, bias, rows, need_weights, proj)
+    def forward(self, h: torch.Tensor, bias: torch.Tensor, rows: torch.Tensor | None, need_weights: bool,
+                proj: torch.Tensor | None = None, gate: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        out, att = self.attn(self.ln1(h) if self.standard else h, bias, rows, need_weights, proj, gate)
         h = (h if rows is None else h[:, rows]) + out
         if self.standard:
             h = h + F.gelu(self.ln2(h) @ self.w_in + self.b_in) @ self.w_out + self.b_out
@@ -134,6 +139,7 @@ class Model(nn.Module):
         allowed = torch.stack([mask_matrix(m, cfg.num_seq) for m in cfg.layer_masks()])
         self.register_buffer("bias", torch.zeros(allowed.shape).masked_fill(~allowed, float("-inf")), persistent=False)
         self.register_buffer("rows", readout_positions(cfg), persistent=False)
+        self.register_buffer("gate", None, persistent=False)  # [layers, S, S] post-softmax factors (surgery)
 
     def _interleave(self, items: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Rows [B, N+1, *] of items and [B, N, *] of labels into sequence order x_1, l_1, ..., x_q."""
@@ -166,7 +172,8 @@ class Model(nn.Module):
             rows = None if full or i < last else self.rows
             fuse = i == 0 and rows is None and not block.standard
             proj = self.embed_proj(batch, block.attn.w_qkv) if fuse else None
-            h, att = block(h, self.bias[i], rows, return_attn, proj)
+            gate = None if self.gate is None else self.gate[i]
+            h, att = block(h, self.bias[i], rows, return_attn, proj, gate)
             attns.append(att)
         if full:
             h = h[:, self.rows]

@@ -99,3 +99,25 @@ def accuracy_panel(ax: plt.Axes, runs, ceilings: dict[str, float]) -> None:
         ax.plot([a, a], [1.02, 1.06], color="red", lw=1.5, clip_on=False)
     ax.set_ylim(0, 1.06)
     ax.legend(fontsize=7, loc="upper left", ncol=2)
+
+
+def plot_surgery(ax: plt.Axes, tables: dict[str, dict[str, dict[str, float]]], sets: tuple[str, ...]) -> None:
+    """Heat map of surgery tables: one row per edit, one column per (checkpoint, evaluation set),
+    coloured by the change in accuracy against the unedited model and annotated with the accuracy."""
+    names = list(next(iter(tables.values())))
+    cols = [(ck, s) for ck in tables for s in sets]
+    acc = np.array([[tables[ck][e][s] for ck, s in cols] for e in names])
+    delta = acc - acc[names.index("none")]
+    ax.imshow(delta, cmap="RdBu", vmin=-1, vmax=1, aspect="auto")
+    for i in range(len(names)):
+        for j in range(len(cols)):
+            ax.text(j, i, f"{acc[i, j]:.2f}", ha="center", va="center", fontsize=6.5,
+                    color="white" if abs(delta[i, j]) > 0.5 else "black")
+    ax.set_yticks(range(len(names)), names, fontsize=7)
+    ax.set_xticks(range(len(cols)), [s.replace("_", "-") for _, s in cols], fontsize=7, rotation=30, ha="right")
+    for g, ck in enumerate(tables):
+        if g:
+            ax.axvline(g * len(sets) - 0.5, color="k", lw=1)
+        ax.text((g + 0.5) * len(sets) - 0.5, -0.7, ck, ha="center", va="bottom", fontsize=7.5)
+    ax.set_xlabel("evaluation set")
+    ax.set_ylabel("edit")

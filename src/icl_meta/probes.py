@@ -49,6 +49,22 @@ def metric_columns(maps: list[torch.Tensor]) -> dict[str, float]:
     return out
 
 
+def matching_label_weight(query_row: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    """Attention [B] that the query row [B, S] puts on the label of the context pair whose class is the
+    query's (classes [B, N+1]; -1 marks novel classes, which match nothing): the induction-head pattern.
+    Summed over matching pairs; NaN for a sequence without one."""
+    match = (classes[:, :-1] == classes[:, -1:]) & (classes[:, -1:] >= 0)
+    w = (query_row[:, 1:-1:2] * match).sum(1)
+    return w.masked_fill(~match.any(1), float("nan"))
+
+
+@torch.no_grad()
+def induction_score(model: Model, batch: Batch, layer: int) -> float:
+    """Mean over sequences (with a matching pair) and heads of matching_label_weight in a layer (1-based)."""
+    _, attns = model(batch, full=True, return_attn=True)
+    return float(matching_label_weight(attns[layer - 1].mean(1)[:, -1], batch.classes).nanmean())
+
+
 # ---- phase rules (paper §4.1, Fig. 3) ------------------------------------------------------------
 
 @dataclass(frozen=True)

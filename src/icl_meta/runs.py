@@ -155,9 +155,17 @@ def shipped(name: str) -> list[Run]:
     return sorted(runs, key=lambda r: r.config.seed)
 
 
-def compact(path: str | os.PathLike) -> None:
-    """Drop what only resuming needs (the resume state) from a finished run before shipping it."""
+def compact(path: str | os.PathLike, last_checkpoint_only: bool = False) -> None:
+    """Drop what only resuming needs (the resume state) from a finished run before shipping it, and
+    with last_checkpoint_only every checkpoint but the last (recorded in provenance.json)."""
     path = Path(path)
-    if not json.loads((path / "provenance.json").read_text()).get("finished"):
+    prov = json.loads((path / "provenance.json").read_text())
+    if not prov.get("finished"):
         raise ValueError(f"path must be a finished run, got {path} (resume it first)")
     (path / "state.safetensors").unlink(missing_ok=True)
+    if last_checkpoint_only:
+        steps = load_run(path).checkpoint_steps
+        for step in steps[:-1]:
+            checkpoint_path(path, step).unlink()
+        prov["dropped_checkpoints"] = prov.get("dropped_checkpoints", []) + steps[:-1]
+        atomic_write_text(path / "provenance.json", json.dumps(prov, indent=1))

@@ -40,6 +40,11 @@ def query_logits(model: Model, batch: Batch) -> torch.Tensor:
     return torch.cat([model(batch.slice(i, i + EVAL_CHUNK))[:, -1] for i in range(0, len(batch), EVAL_CHUNK)])
 
 
+def accuracy(model: Model, batch: Batch) -> float:
+    """Fraction of batch whose query label the model predicts."""
+    return (query_logits(model, batch).argmax(-1) == batch.target).float().mean().item()
+
+
 @torch.no_grad()
 def evaluate(model: Model, sets: dict[str, Batch]) -> dict[str, float]:
     """Accuracy on every set, in-distribution loss and per-task accuracy, and the circuit metrics."""
@@ -54,7 +59,7 @@ def evaluate(model: Model, sets: dict[str, Batch]) -> dict[str, float]:
         row[f"acc_task{t}"] = v
     for kind in ("random_label", "in_weights", "copy"):
         if kind in sets:
-            row[f"acc_{kind}"] = (query_logits(model, sets[kind]).argmax(-1) == sets[kind].target).float().mean().item()
+            row[f"acc_{kind}"] = accuracy(model, sets[kind])
     row.update(metric_columns(attention_maps(model, ind.slice(0, cfg.probe_size))))
     return row
 

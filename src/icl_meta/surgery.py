@@ -1,0 +1,150 @@
+"""Circuit surgery: edit one attention pattern of a trained model and measure what it was for.
+
+The paper restricts attention from initialisation (App. C). Here a trained checkpoint is edited at
+test time instead, one pattern of one layer at a time (SPEC §5 names the patterns):
+
+* ``keep``: the pattern's rows may attend only where the pattern points (the training mask of the
+  same name). If accuracy survives, the rest of those rows' attention was not needed: the pattern is
+  *sufficient* for what the layer does there.
+* ``remove``: the pattern's rows may attend anywhere causal *except* where the pattern points. If
+  accuracy falls, the pattern was *necessary*.
+
+Either way the softmax renormalises over what stays allowed, exactly as a training mask does, and
+the model's own mask (if it was trained with one) still applies.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+
+from .config import CIRCUITS
+from .model import Model, mask_matrix
+from .probes import METRICS
+from .report import Check
+from .task import Batch
+from .trainer import accuracy
+
+ACTIONS = ("keep", "remove")
+SETS = ("in_dist", "random_label", "in_weights")
+EFFECT = 0.05  # an accuracy change this large (5 points, ~5 s.e. on 2048 sequences) counts as an effect
+
+
+@dataclass(frozen=True)
+class Edit:
+    """Keep only, or remove, one attention pattern in one layer (1-based)."""
+
+    layer: int
+    pattern: str
+    action: str
+
+    def __post_init__(self):
+        if self.pattern not in METRICS:
+            raise ValueError(f"pattern must be one of {METRICS}, got {self.pattern!r}")
+        if self.action not in ACTIONS:
+            raise ValueError(f"action must be one of {ACTIONS}, got {self.action!r}")
+
+    def __str__(self) -> str:
+        return f"L{self.layer} {self.action} {self.pattern}"
+
+
+def pattern_cells(pattern: str, num_seq: int) -> torch.Tensor:
+    """Boolean [S, S]: the cells a pattern points at (e.g. chunk_example: each label to its own item)."""
+    causal, only = mask_matrix("none", num_seq), mask_matrix(pattern, num_seq)
+    rows = (only != causal).any(1)  # the rows the pattern restricts
+    return only & rows[:, None]
+
+
+def allowed_after(edit: Edit, num_seq: int) -> torch.Tensor:
+    """Boolean [S, S]: the causal cells an edit leaves allowed."""
+    if edit.action == "keep":
+        return mask_matrix(edit.pattern, num_seq)
+    return mask_matrix("none", num_seq) & ~pattern_cells(edit.pattern, num_seq)
+
+
+def edited(model: Model, edits: list[Edit] | tuple[Edit, ...], renormalise: bool = True) -> Model:
+    """A copy of model whose attention obeys every edit (the model itself is left unchanged).
+
+    renormalise=True masks the cells before the softmax, so the row's weight is shared out again among
+    the cells left (as a training mask does); False zeroes them after the softmax and leaves the other
+    weights as they were (zero ablation: the layer's output loses exactly those cells' contribution).
+    Raises ValueError, before copying anything, for a layer out of range or masks that leave some
+    attention row nothing to attend to.
+    """
+    cfg = model.cfg
+    own = torch.isfinite(model.bias).cpu()  # [layers, S, S], the model's own masks
+    allowed = torch.ones_like(own)
+    for e in edits:
+        if not 1 <= e.layer <= cfg.n_layers:
+            raise ValueError(f"layer must be in 1..{cfg.n_layers}, got {e.layer}")
+        allowed[e.layer - 1] &= allowed_after(e, cfg.num_seq)
+    empty = [(i + 1, r) for i, r in (~(own & allowed).any(2)).nonzero().tolist()]
+    if renormalise and empty:
+        raise ValueError(f"edits must leave every attention row something to attend to; {[str(e) for e in edits]} "
+                         f"with the model's masks {cfg.layer_masks()} empty (layer, 0-based row) {empty}")
+    out = copy.deepcopy(model)
+    if renormalise:
+        out.bias = torch.zeros_like(model.bias).masked_fill(~(own & allowed).to(model.bias.device), float("-inf"))
+    else:
+        out.gate = allowed.to(model.bias.device, model.bias.dtype)
+    return out
+
+
+def circuit_edits(name: str) -> tuple[Edit, Edit]:
+    """Keep only the circuit's pattern in both layers: a trained model squeezed into NCC, SCC or FCC."""
+    if name not in CIRCUITS:
+        raise ValueError(f"name must be one of {tuple(CIRCUITS)}, got {name!r}")
+    return tuple(Edit(layer, p, "keep") for layer, p in enumerate(CIRCUITS[name], start=1))
+
+
+def standard_edits(n_layers: int = 2) -> dict[str, tuple[Edit, ...]]:
+    """The edits of the surgery table: every (layer, pattern, action) alone, then each whole circuit."""
+    out = {"none": ()}
+    for layer in range(1, n_layers + 1):
+        for pattern in METRICS:
+            for action in ACTIONS:
+                e = Edit(layer, pattern, action)
+                out[str(e)] = (e,)
+    if n_layers == 2:
+        out.update({f"keep {name} only": circuit_edits(name) for name in CIRCUITS})
+    return out
+
+
+@torch.no_grad()
+def surgery_table(model: Model, sets: dict[str, Batch], edits: dict[str, tuple[Edit, ...]],
+                  renormalise: bool = True) -> dict[str, dict[str, float]]:
+    """Accuracy of model under each named edit on the in-distribution, random-label and in-weights sets."""
+    return {name: {k: accuracy(edited(model, es, renormalise), sets[k]) for k in SETS} for name, es in edits.items()}
+
+
+def verdicts(table: dict[str, dict[str, float]], layer: int, pattern: str, effect: float = EFFECT) -> dict[str, bool]:
+    """Read one (layer, pattern) off a surgery table on the in-distribution set.
+
+    necessary: removing it costs at least `effect` accuracy; sufficient: keeping only it costs less
+    than `effect`.
+    """
+    base = table["none"]["in_dist"]
+    return {"necessary": base - table[str(Edit(layer, pattern, "remove"))]["in_dist"] >= effect,
+            "sufficient": base - table[str(Edit(layer, pattern, "keep"))]["in_dist"] < effect}
+
+
+def surgery_checks(tables: dict[int, dict[str, dict[str, float]]], effect: float = EFFECT) -> list[Check]:
+    """Paper Table 1 tested causally: in each phase's checkpoint (tables: phase -> surgery table), is
+    each layer's Table-1 pattern necessary (removing it costs at least `effect` accuracy)?"""
+    names = dict(enumerate(CIRCUITS, start=1))  # phase k uses the k-th circuit
+    checks = []
+    for k, table in sorted(tables.items()):
+        if k not in names:
+            continue
+        for layer, pattern in enumerate(CIRCUITS[names[k]], start=1):
+            v = verdicts(table, layer, pattern, effect)
+            base, cut = table["none"]["in_dist"], table[str(Edit(layer, pattern, "remove"))]["in_dist"]
+            keep = table[str(Edit(layer, pattern, "keep"))]["in_dist"]
+            checks.append(Check(f"Phase {k} ({names[k]}): layer {layer} {pattern} is necessary",
+                                "Table 1 names it (observed, not tested)",
+                                f"remove: {base:.3f} → {cut:.3f}; keep only: {keep:.3f} "
+                                f"({'sufficient' if v['sufficient'] else 'not sufficient'})",
+                                "seed 0", v["necessary"]))
+    return checks

@@ -1,0 +1,120 @@
+"""Circuit surgery: edits keep or remove exactly the cells of a pattern, in either mode, on a copy."""
+
+import pytest
+import torch
+
+from icl_meta import Config, Model, attention_maps, make_instance, mask_matrix, sample
+from icl_meta.config import CIRCUITS
+from icl_meta.surgery import (Edit, allowed_after, circuit_edits, edited, pattern_cells, standard_edits,
+                              surgery_table, verdicts)
+from icl_meta.task import eval_sets
+
+N, S, Q = 4, 9, 8
+LABELS = [1, 3, 5, 7]
+
+
+def test_pattern_cells_by_hand():
+    """bigram: (q, q); label_attention: q to each label; chunk_example: each label to its own item."""
+    expected = {"bigram": [(Q, Q)], "label_attention": [(Q, j) for j in LABELS],
+                "chunk_example": [(j, j - 1) for j in LABELS]}
+    for pattern, cells in expected.items():
+        assert sorted(map(tuple, pattern_cells(pattern, N).nonzero().tolist())) == cells
+
+
+@pytest.mark.parametrize("pattern", ["bigram", "label_attention", "chunk_example"])
+def test_keep_and_remove_split_the_pattern_rows(pattern):
+    """keep = the training mask; remove = causal minus the pattern's cells; together they cover causal."""
+    keep = allowed_after(Edit(1, pattern, "keep"), N)
+    remove = allowed_after(Edit(1, pattern, "remove"), N)
+    assert torch.equal(keep, mask_matrix(pattern, N))
+    assert not (remove & pattern_cells(pattern, N)).any()
+    assert torch.equal(keep | remove, mask_matrix("none", N))
+
+
+@pytest.fixture(scope="module")
+def model_and_batch():
+    torch.manual_seed(0)
+    cfg = Config()
+    model = Model(cfg)
+    with torch.no_grad():  # sharper attention than at init, so that edits change the output visibly
+        for b in model.blocks:
+            b.attn.w_qkv.mul_(3)
+    batch = sample(make_instance(cfg), cfg, 64, torch.Generator().manual_seed(1))
+    return model, batch
+
+
+@pytest.mark.parametrize("renormalise", [True, False])
+@pytest.mark.parametrize("pattern", ["bigram", "label_attention", "chunk_example"])
+def test_edited_attention_obeys_the_edit(model_and_batch, pattern, renormalise):
+    """After an edit the layer's weights are zero outside what it allows; other layers' rows and the
+    original model are untouched; with renormalise the edited rows still sum to one."""
+    model, batch = model_and_batch
+    before = [p.clone() for p in attention_maps(model, batch)]
+    for action in ("keep", "remove"):
+        m = edited(model, [Edit(2, pattern, action)], renormalise)
+        p = attention_maps(m, batch)
+        allowed = allowed_after(Edit(2, pattern, action), N)
+        assert torch.all(p[1][0][~allowed] == 0)
+        if renormalise:
+            assert torch.allclose(p[1][0].sum(-1), torch.ones(S), atol=1e-5)
+        assert torch.allclose(p[0], before[0], atol=1e-6)  # layer 1 unchanged
+    after = attention_maps(model, batch)
+    assert all(torch.equal(a, b) for a, b in zip(after, before))
+
+
+def test_zero_ablation_keeps_the_other_weights(model_and_batch):
+    """Without renormalising, the weights a removal leaves are exactly the unedited ones."""
+    model, batch = model_and_batch
+    p0 = attention_maps(model, batch)[0][0]
+    p = attention_maps(edited(model, [Edit(1, "label_attention", "remove")], renormalise=False), batch)[0][0]
+    cells = pattern_cells("label_attention", N)
+    assert torch.allclose(p[~cells], p0[~cells], atol=1e-6)
+
+
+def test_keeping_a_models_own_mask_changes_nothing(model_and_batch):
+    """A model trained with the SCC masks, edited to keep the SCC patterns, computes the same logits."""
+    _, batch = model_and_batch
+    model = Model(Config(masks=CIRCUITS["SCC"]))
+    with torch.no_grad():
+        assert torch.allclose(edited(model, circuit_edits("SCC"))(batch), model(batch), atol=1e-6)
+
+
+def test_bad_edits_are_rejected():
+    model = Model(Config(masks=("bigram", "bigram")))
+    with pytest.raises(ValueError, match="pattern must be one of"):
+        Edit(1, "copy", "keep")
+    with pytest.raises(ValueError, match="action must be one of"):
+        Edit(1, "bigram", "swap")
+    with pytest.raises(ValueError, match=r"layer must be in 1\.\.2"):
+        edited(model, [Edit(3, "bigram", "keep")])
+    with pytest.raises(ValueError, match="nothing to attend to|something to attend to"):
+        edited(model, [Edit(1, "bigram", "remove")])  # the query row may only see itself
+    with pytest.raises(ValueError, match="name must be one of"):
+        circuit_edits("XCC")
+    edited(model, [Edit(1, "bigram", "remove")], renormalise=False)  # zeroing a whole row is allowed
+
+
+def test_surgery_table_and_verdicts(model_and_batch):
+    """One row per edit, accuracies in [0, 1]; the unedited row equals keeping nothing out."""
+    model, _ = model_and_batch
+    cfg = Config(eval_size=256, aux_eval_size=128)
+    sets = eval_sets(make_instance(cfg), cfg)
+    edits = standard_edits()
+    assert len(edits) == 1 + 2 * 3 * 2 + 3
+    table = surgery_table(model, sets, edits)
+    assert set(table) == set(edits)
+    assert all(0 <= v <= 1 for row in table.values() for v in row.values())
+    fake = {"none": {"in_dist": 0.9}, "L1 remove bigram": {"in_dist": 0.5}, "L1 keep bigram": {"in_dist": 0.88}}
+    assert verdicts(fake, 1, "bigram") == {"necessary": True, "sufficient": True}
+    fake["L1 keep bigram"]["in_dist"] = 0.6
+    fake["L1 remove bigram"]["in_dist"] = 0.87
+    assert verdicts(fake, 1, "bigram") == {"necessary": False, "sufficient": False}
+
+
+@pytest.mark.parametrize("renormalise", [True, False])
+def test_edited_fast_path_matches_full(model_and_batch, renormalise):
+    """Training's query-only last layer and the probes' full computation agree on an edited model."""
+    model, batch = model_and_batch
+    m = edited(model, [Edit(1, "chunk_example", "remove"), Edit(2, "label_attention", "keep")], renormalise)
+    with torch.no_grad():
+        assert torch.allclose(m(batch), m(batch, full=True), atol=1e-5)
