@@ -6,6 +6,7 @@ import torch
 from safetensors.torch import load_file
 
 from icl_meta import Model, load_run, train
+from icl_meta.claims import FIGURES, dashboard, dashboard_table
 from icl_meta.runs import ARTIFACTS, checkpoint_path
 
 SHIPPED = sorted(p.parent for p in ARTIFACTS.glob("*/*/config.json"))
@@ -46,3 +47,16 @@ def test_shipped_run_first_steps_match_the_code(path, tmp_path):
         init = Model(cfg).state_dict()
         for k, v in load_file(str(checkpoint_path(path, 0))).items():
             assert torch.equal(init[k], v), k
+
+
+def test_dashboard_covers_every_chapter_and_experiment():
+    """The intro's dashboard recomputes a check for every chapter that has one, from every shipped
+    experiment, with a verdict (only the offline LLM row is 'not comparable')."""
+    rows = dashboard(n_mc=2_000)
+    chapters = {where for where, _ in rows}
+    assert chapters == {ch for _, _, ch, _ in FIGURES if ch is not None}
+    assert {p.parent.name for p in SHIPPED} == {"default", "masks", "scc_theory", "induction", "induction_k1024"}
+    for where, c in rows:
+        assert c.ours and c.paper
+        assert (c.ok is None) == (where == "9. LLM"), c
+    assert dashboard_table(rows).count("\n") == len(rows) + 1 + sum(ch is None for _, _, ch, _ in FIGURES)
