@@ -133,10 +133,10 @@ def restricted_runs(name: str = "masks") -> dict[str, list]:
     return {c: [r for r in runs if r.config.masks == masks] for c, masks in CIRCUITS.items()}
 
 
-def restricted_checks(restricted: dict[str, list], full: list, ceilings: dict[str, float]) -> list[Check]:
+def restricted_checks(restricted: dict[str, list], full: list, ceil: dict[str, float]) -> list[Check]:
     """Fig. 13: each circuit-restricted model plateaus at its phase's level; FCC-only learns at once.
 
-    restricted: circuit name -> runs trained with that circuit's masks; ceilings of the default setting.
+    restricted: circuit name -> runs trained with that circuit's masks; ceil: Bayes ceilings of the default setting.
     FCC-only "at once" is read as: it reaches 99% in under a third of the steps the full model needs
     (medians over seeds) with a single transition (robust rule).
     """
@@ -148,9 +148,9 @@ def restricted_checks(restricted: dict[str, list], full: list, ceilings: dict[st
         checks.append(Check(f"{name}-only model plateau", f"Phase {k} level {lo:.2f}–{hi:.2f}", _spread(vals),
                             f"{len(runs)} seeds", bool(vals) and all(lo - 0.02 <= v <= hi + 0.02 for v in vals)))
     ncc = [final_level(r) for r in restricted.get("NCC", [])]
-    checks.append(Check("NCC-only plateau vs Bayes query-only ceiling", f"≤ {ceilings['query_only']:.3f}",
+    checks.append(Check("NCC-only plateau vs Bayes query-only ceiling", f"≤ {ceil['query_only']:.3f}",
                         _spread(ncc), f"{len(ncc)} seeds",
-                        bool(ncc) and all(v <= ceilings["query_only"] + 0.02 for v in ncc)))
+                        bool(ncc) and all(v <= ceil["query_only"] + 0.02 for v in ncc)))
     fcc = restricted.get("FCC", [])
     t_fcc = [steps_to(r, 0.99) for r in fcc]
     t_full = [steps_to(r, 0.99) for r in full]
@@ -174,7 +174,7 @@ def scc_theory_checks(runs, tol: float = 0.03) -> list[Check]:
     return checks
 
 
-def random_label_checks(runs, ceilings: list[dict[str, float]], rule: str = "robust") -> list[Check]:
+def random_label_checks(runs, per_seed: list[dict[str, float]], rule: str = "robust") -> list[Check]:
     """Fig. 6: random-label accuracy rises with Phase 2 and stays at the SCC level after it.
 
     Read at the middle of Phase 2 (RLA close to the in-distribution accuracy, within 0.05) and over the
@@ -183,7 +183,7 @@ def random_label_checks(runs, ceilings: list[dict[str, float]], rule: str = "rob
     """
     lo, hi = PAPER_LEVELS[2]
     rise, stay, seeds = [], [], []
-    for run, ceil in zip(runs, ceilings):
+    for run, ceil in zip(runs, per_seed):
         mid = phase_steps(run, rule, checkpoints=False).get(2)
         if mid is None or len(learned_phases(run, rule)) != 3:
             continue
