@@ -24,13 +24,11 @@ from .task import make_instance, sample
 SOLUTION_TAG = "solution"
 
 
-def _ok(what: str) -> str:
-    msg = f"✓ {what}: correct"
-    print(msg)
-    return msg
+def _ok(what: str) -> None:
+    print(f"✓ {what}: correct")
 
 
-def check_labels(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]) -> str:
+def check_labels(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]) -> None:
     """fn(table [T, K], task [B], classes [B, N+1]) -> (context labels [B, N], target [B]), compared with
     the sampler on 500 sequences of three settings. Raises AssertionError saying what differs."""
     for cfg in (Config(), Config(num_tasks=5, num_classes=20, num_labels=7), Config(num_seq=8, burstiness=2)):
@@ -40,10 +38,10 @@ def check_labels(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[
             f"context labels differ (T={cfg.num_tasks}, K={cfg.num_classes}): label k of a sequence is "
             "f[task, class of item k]")
         assert torch.equal(torch.as_tensor(target), b.target), "targets differ: the target is f[task, query class]"
-    return _ok("labels and targets")
+    _ok("labels and targets")
 
 
-def check_metrics(fn: Callable[[torch.Tensor], dict[str, float]]) -> str:
+def check_metrics(fn: Callable[[torch.Tensor], dict[str, float]]) -> None:
     """fn(p [S, S]) -> {'bigram', 'label_attention', 'chunk_example'} on random causal attention maps
     of N = 2, 4 and 8 pairs, compared with icl_meta.probes.circuit_metrics (SPEC §5)."""
     g = torch.Generator().manual_seed(0)
@@ -57,10 +55,10 @@ def check_metrics(fn: Callable[[torch.Tensor], dict[str, float]]) -> str:
             assert abs(float(ours[m]) - float(ref[m])) < 1e-5, (
                 f"{m} is {float(ours[m]):.4f}, expected {float(ref[m]):.4f} (N = {n}); remember positions are "
                 "0-based here: item k at 2k, label k at 2k+1, query at 2N")
-    return _ok("the three circuit metrics")
+    _ok("the three circuit metrics")
 
 
-def check_mask(fn: Callable[[str, int], torch.Tensor]) -> str:
+def check_mask(fn: Callable[[str, int], torch.Tensor]) -> None:
     """fn(name, N) -> bool [S, S] allowed attention, compared with icl_meta.model.mask_matrix for every
     mask name and N = 1..8."""
     for name in MASK_NAMES:
@@ -69,7 +67,7 @@ def check_mask(fn: Callable[[str, int], torch.Tensor]) -> str:
             assert ours.shape == ref.shape, f"{name}, N = {n}: shape {tuple(ours.shape)}, expected {tuple(ref.shape)}"
             wrong = (ours != ref).nonzero().tolist()
             assert not wrong, f"{name}, N = {n}: wrong (row, column) cells {wrong[:5]} (rows the mask does not restrict stay causal)"
-    return _ok("the circuit masks")
+    _ok("the circuit masks")
 
 
 def learner_version(nb: dict) -> dict:
