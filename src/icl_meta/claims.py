@@ -141,13 +141,13 @@ def restricted_checks(restricted: dict[str, list], full: list, ceil: dict[str, f
     (medians over seeds) with a single transition (robust rule).
     """
     checks = []
+    levels = {name: [final_level(r) for r in restricted.get(name, [])] for name in ("NCC", "SCC")}
     for name, k in (("NCC", 1), ("SCC", 2)):
-        runs = restricted.get(name, [])
-        vals = [final_level(r) for r in runs]
+        vals = levels[name]
         lo, hi = PAPER_LEVELS[k]
         checks.append(Check(f"{name}-only model plateau", f"Phase {k} level {lo:.2f}–{hi:.2f}", _spread(vals),
-                            f"{len(runs)} seeds", bool(vals) and all(lo - 0.02 <= v <= hi + 0.02 for v in vals)))
-    ncc = [final_level(r) for r in restricted.get("NCC", [])]
+                            f"{len(vals)} seeds", bool(vals) and all(lo - 0.02 <= v <= hi + 0.02 for v in vals)))
+    ncc = levels["NCC"]
     checks.append(Check("NCC-only plateau vs Bayes query-only ceiling", f"≤ {ceil['query_only']:.3f}",
                         _spread(ncc), f"{len(ncc)} seeds",
                         bool(ncc) and all(v <= ceil["query_only"] + 0.02 for v in ncc)))

@@ -32,8 +32,9 @@ def check_labels(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[
     """fn(table [T, K], task [B], classes [B, N+1]) -> (context labels [B, N], target [B]), compared with
     the sampler on 500 sequences of three settings. Raises AssertionError saying what differs."""
     for cfg in (Config(), Config(num_tasks=5, num_classes=20, num_labels=7), Config(num_seq=8, burstiness=2)):
-        b = sample(make_instance(cfg), cfg, 500, torch.Generator().manual_seed(0))
-        labels, target = fn(make_instance(cfg).table, b.task, b.classes)
+        inst = make_instance(cfg)
+        b = sample(inst, cfg, 500, torch.Generator().manual_seed(0))
+        labels, target = fn(inst.table, b.task, b.classes)
         assert torch.equal(torch.as_tensor(labels), b.labels), (
             f"context labels differ (T={cfg.num_tasks}, K={cfg.num_classes}): label k of a sequence is "
             "f[task, class of item k]")
