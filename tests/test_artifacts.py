@@ -5,7 +5,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from icl_meta import Model, load_run, train
+from icl_meta import Model, load_run, retrain_start
 from icl_meta.claims import FIGURES, dashboard, dashboard_table
 from icl_meta.runs import ARTIFACTS, checkpoint_path
 
@@ -34,8 +34,8 @@ def test_shipped_run_provenance_is_complete(path):
 def test_shipped_run_first_steps_match_the_code(path, tmp_path):
     """Retraining the first steps from the recorded config reproduces the logged metrics and the init."""
     run = load_run(path)
-    cfg = run.config.replace(steps=FIRST_STEPS, n_checkpoints=2, save_every=FIRST_STEPS)
-    fresh = train(cfg, tmp_path / "fresh", progress=False)
+    fresh = retrain_start(run, FIRST_STEPS, tmp_path / "fresh", progress=False)
+    cfg = fresh.config
     rows = run.steps <= FIRST_STEPS
     assert np.array_equal(run.steps[rows], fresh.steps)
     for col, ref in run.metrics.items():

@@ -196,3 +196,11 @@ def train(cfg: Config, out: str | os.PathLike | None = None, progress: bool | No
                 early_stopped=step < cfg.steps)
     atomic_write_text(prov_path, json.dumps(prov, indent=1))
     return load_run(out)
+
+
+def retrain_start(run: Run, steps: int, out: str | os.PathLike | None = None, progress: bool | None = None) -> Run:
+    """Train the first `steps` steps of a run again from its recorded config, into a fresh directory
+    (a temporary one if out is None): its metrics must equal the run's, which is how chapters and tests
+    show that a shipped run is what this code produces. steps: a multiple of eval_every."""
+    cfg = run.config.replace(steps=steps, n_checkpoints=2, save_every=steps, early_stop_acc=None)
+    return train(cfg, out, progress=progress)
