@@ -41,9 +41,25 @@ def plot_curves(ax: plt.Axes, runs, column: str, ylabel: str, **kw) -> None:
     ax.set_ylabel(ylabel)
 
 
+def token_names(num_seq: int) -> list[str]:
+    """The paper's names of a sequence's tokens, for axis ticks: x1, ℓ1, ..., xN, ℓN, x_q."""
+    return [f"{k}{i + 1}" for i in range(num_seq) for k in ("x", "ℓ")] + ["x_q"]
+
+
+def plot_allowed(ax: plt.Axes, allowed: torch.Tensor, title: str) -> None:
+    """A boolean [S, S] attention mask, white where a row (query) may attend to a column (key)."""
+    names = token_names((allowed.shape[0] - 1) // 2)
+    ax.imshow(allowed.numpy(), cmap="gray", vmin=0, vmax=1)
+    ax.set_xticks(range(len(names)), names, fontsize=6)
+    ax.set_yticks(range(len(names)), names, fontsize=6)
+    ax.set_title(title, fontsize=8)
+    ax.set_xlabel("key", fontsize=8)
+    ax.set_ylabel("query", fontsize=8)
+
+
 def plot_attention_maps(maps: list[torch.Tensor], num_seq: int, title: str = "", axes=None) -> plt.Figure:
     """Heat maps of batch-mean attention, one per layer (head 1), with the paper's token names."""
-    names = [f"{k}{i + 1}" for i in range(num_seq) for k in ("x", "ℓ")] + ["x_q"]
+    names = token_names(num_seq)
     if axes is None:
         fig, axes = plt.subplots(1, len(maps), figsize=(3.6 * len(maps), 3.4))
     axes = np.atleast_1d(axes)
