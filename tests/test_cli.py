@@ -6,7 +6,8 @@ import pytest
 
 from icl_meta import Config, load_run
 from icl_meta.bench import report
-from icl_meta.cli import build_parser, config_from_args, main, parse_grid, run_name
+from icl_meta.cli import build_parser, config_from_args, main, parse_grid
+from icl_meta.sweeps import setting_name
 
 from conftest import TINY
 
@@ -57,7 +58,7 @@ def test_parse_grid_and_run_names():
     """--grid values are parsed with the field's type; masks use '|' between values."""
     grid = parse_grid(["num_classes=32,64", "eps=0.1", "masks=bigram,bigram|none,none"])
     assert grid == {"num_classes": [32, 64], "eps": [0.1], "masks": [("bigram", "bigram"), ("none", "none")]}
-    assert run_name({"masks": ("bigram", "bigram"), "seed": 1}) == "masks-bigram+bigram__seed-1"
+    assert setting_name({"masks": ("bigram", "bigram"), "seed": 1}) == "masks-bigram+bigram__seed-1"
     with pytest.raises(ValueError, match="--grid"):
         parse_grid(["not_a_field=1"])
 

@@ -1,4 +1,4 @@
-"""The `icl-meta` command: train, sweep, bench, phases.
+"""The `icl-meta` command: train, sweep, sweeps, bench, phases.
 
 Every Config field is a `--kebab-case` flag of `train` and `sweep` (booleans as `--flag/--no-flag`,
 optional numbers accept `none`, masks as a comma list such as `--masks bigram,bigram`).
@@ -79,12 +79,6 @@ def parse_grid(items: list[str]) -> dict[str, list]:
     return grid
 
 
-def run_name(changes: dict) -> str:
-    def fmt(v):
-        return "+".join(v) if isinstance(v, tuple) else str(v)
-    return "__".join(f"{k}-{fmt(v)}" for k, v in changes.items())
-
-
 def _sweep_one(job: tuple[dict, str, int, str]) -> str:
     import torch
 
@@ -97,7 +91,7 @@ def _sweep_one(job: tuple[dict, str, int, str]) -> str:
 
 
 def cmd_sweep(args: argparse.Namespace, argv: list[str]) -> None:
-    from tqdm import tqdm
+    from .sweeps import setting_name
 
     base = config_from_args(args)
     grid = parse_grid(args.grid)
@@ -106,11 +100,27 @@ def cmd_sweep(args: argparse.Namespace, argv: list[str]) -> None:
     for values in itertools.product(*grid.values(), seeds):
         changes = dict(zip([*grid, "seed"], values))
         cfg = base.replace(**changes).validate()  # every config checked before any run starts
-        jobs.append((cfg.to_dict(), str(Path(args.out) / run_name(changes)), args.threads, _command(argv)))
-    print(f"sweep: {len(jobs)} runs, {args.jobs} at a time, into {args.out}")
-    with mp.get_context("spawn").Pool(args.jobs) as pool:
-        for line in tqdm(pool.imap_unordered(_sweep_one, jobs), total=len(jobs), disable=not args.progress):
+        jobs.append((cfg.to_dict(), str(Path(args.out) / setting_name(changes)), args.threads, _command(argv)))
+    _run_pool(jobs, args.jobs, args.progress, f"sweep: {len(jobs)} runs, {args.jobs} at a time, into {args.out}")
+
+
+def _run_pool(jobs: list[tuple[dict, str, int, str]], processes: int, progress: bool, header: str) -> None:
+    """Train the jobs in `processes` spawned worker processes, in order, printing one line per run."""
+    from tqdm import tqdm
+
+    print(header, flush=True)
+    with mp.get_context("spawn").Pool(processes) as pool:
+        for line in tqdm(pool.imap(_sweep_one, jobs), total=len(jobs), disable=not progress):
             print(line, flush=True)
+
+
+def cmd_sweeps(args: argparse.Namespace, argv: list[str]) -> None:
+    from .sweeps import SWEEP_NAMES, plan
+
+    seeds = tuple(int(s) for s in args.seeds.split(","))
+    jobs = [(cfg.to_dict(), str(out), args.threads, _command(argv))
+            for cfg, out in plan(args.out, tuple(args.names) or SWEEP_NAMES, seeds)]
+    _run_pool(jobs, args.jobs, args.progress, f"sweeps: {len(jobs)} runs, {args.jobs} at a time, into {args.out}")
 
 
 def cmd_phases(args: argparse.Namespace, argv: list[str]) -> None:
@@ -153,6 +163,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="directory holding one run directory per grid point")
     s.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
     s.set_defaults(func=cmd_sweep)
+    w = sub.add_parser("sweeps", help="train the declared data-property sweeps (icl_meta.sweeps), resumable")
+    w.add_argument("names", nargs="*", help="sweeps to run (default: all, round-robin)")
+    w.add_argument("--seeds", default="0", help="comma list of seeds (default 0)")
+    w.add_argument("--jobs", type=int, default=2, help="processes at once (default 2)")
+    w.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
+    w.add_argument("--out", required=True, help="directory holding one directory per sweep")
+    w.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
+    w.set_defaults(func=cmd_sweeps)
     b = sub.add_parser("bench", help="training steps/s and the fraction of matmul throughput reached")
     b.add_argument("--steps", type=int, default=300)
     b.add_argument("--threads", type=int, default=0, help="torch threads for the main figure (0: torch's default)")
