@@ -230,14 +230,19 @@ def test_interrupted_extension_is_not_taken_for_finished(tiny_cfg, tmp_path, mon
 
 
 def test_compact_drops_resume_state_and_optionally_checkpoints(tiny_cfg, tmp_path):
-    """compact removes the resume state; last_checkpoint_only keeps the final checkpoint and records the rest."""
+    """compact removes the resume state; "last" keeps the final checkpoint, "none" none, and the dropped
+    steps are recorded."""
     run = train(tiny_cfg, tmp_path / "r", progress=False)
     before = run.checkpoint_steps
-    compact(run.path, last_checkpoint_only=True)
+    compact(run.path, checkpoints="last")
     after = load_run(run.path)
     assert not (run.path / "state.safetensors").exists()
     assert after.checkpoint_steps == before[-1:]
     assert after.provenance["dropped_checkpoints"] == before[:-1]
+    compact(run.path, checkpoints="none")
+    assert load_run(run.path).checkpoint_steps == [] and load_run(run.path).provenance["dropped_checkpoints"] == before
+    with pytest.raises(ValueError, match="checkpoints must be one of"):
+        compact(run.path, checkpoints="some")
     prov = json.loads((run.path / "provenance.json").read_text())
     prov["finished"] = False
     (run.path / "provenance.json").write_text(json.dumps(prov))

@@ -112,3 +112,16 @@ def scc_elimination_accuracy(cfg: Config, inst: Instance | None = None, n: int =
     left |= ~left.any(1, keepdim=True)  # nothing left (possible outside App. D): guess among all
     right = (left & (table_q == batch.target[:, None])).sum(1)
     return float((right / left.sum(1)).mean())
+
+
+@torch.no_grad()
+def query_class_accuracy(cfg: Config, inst: Instance | None = None, n: int = 100_000, seed: int = 0) -> float:
+    """How often the query's class is the nearest (scaled) class mean to its item: the Bayes classifier
+    of an item's class under isotropic noise and equal priors. Near 1, the ceilings' assumption that
+    the predictor knows the query's class holds."""
+    cfg = cfg.replace(device="cpu").validate()
+    inst = make_instance(cfg) if inst is None else inst.to("cpu")
+    batch = sample(inst, cfg, n, torch.Generator().manual_seed(seed))
+    centres = inst.means / (1 + cfg.eps**2) ** 0.5
+    nearest = torch.cdist(batch.items[:, -1], centres).argmin(1)
+    return float((nearest == batch.classes[:, -1]).double().mean())

@@ -10,9 +10,11 @@ import numpy as np
 from .bayes import ceilings, scc_theory_accuracy
 from .config import CIRCUITS
 from .probes import METRICS, Phase, induction_score
+from .phasemap import DATA_CHAPTERS, MAPS, data_checks, map_checks, phase_map, sweep_summaries
 from .report import Check
 from .runs import shipped
 from .surgery import standard_edits, surgery_checks, surgery_table
+from .sweeps import SWEEP_NAMES
 
 # Plateau accuracy of each phase in the paper's default setting (Fig. 2 left, Table 1).
 PAPER_LEVELS = {1: (0.30, 0.40), 2: (0.70, 0.80), 3: (0.99, 1.0)}
@@ -236,7 +238,9 @@ FIGURES = [
     ("Fig 12, App A", "T = 1: a single jump to an induction head", "7. The induction-head baseline", None),
     ("Table 1, causally (ours)", "each phase's named pattern is necessary in its checkpoint", "8. Circuit surgery", None),
     ("Fig 10, App N", "GPT2-XL: Chunk Example peaks early, Label Attention later", "9. LLM", None),
-    ("Fig 7a-e, 15, 18, 19", "data properties (T, K, ε, α, β, B, p_B, N) skip or smooth phases", None, 5),
+    ("Fig 7a-e, 18", "tasks, classes, noise and Zipf skip or delay phases", "10. Data properties I", None),
+    ("Fig 15, 19", "bursty contexts skip Phase 1, p_B smooths; one phase at N ≥ 16", "11. Data properties II", None),
+    ("Phase maps (ours)", "Phase 2 shows where the Bayes ceilings leave it room", "12. Phase maps", None),
     ("Fig 8, 9, 16, 17, 20-23", "heads, depth, standard transformer, all-label loss", None, 6),
 ]
 
@@ -253,6 +257,7 @@ def dashboard(n_mc: int = 5_000) -> list[tuple[str, Check]]:
     ref = runs[0]
     sets = ref.eval_sets()
     tables = {k: surgery_table(ref.model(s), sets, standard_edits()) for k, s in phase_steps(ref).items()}
+    data = sweep_summaries(SWEEP_NAMES, n_mc=n_mc)
     sections = [
         (FIGURES[0][2], phase_checks(runs)),
         (FIGURES[1][2], [c for run in runs for c in circuit_checks(run)]),
@@ -263,6 +268,9 @@ def dashboard(n_mc: int = 5_000) -> list[tuple[str, Check]]:
         (FIGURES[5][2], surgery_checks(tables)),
         (FIGURES[6][2], [Check("Chunk Example peaks in an earlier layer than Label Attention", "yes (GPT2-XL)",
                                "needs the Hugging Face Hub (Colab); offline the chapter runs a smoke test", "–", None)]),
+        (FIGURES[7][2], data_checks(DATA_CHAPTERS[0], data)),
+        (FIGURES[8][2], data_checks(DATA_CHAPTERS[1], data)),
+        (FIGURES[9][2], [c for name, label in MAPS.items() for c in map_checks(label, *phase_map(name, data, n_mc)[2:])]),
     ]
     return [(where, c) for where, checks in sections for c in checks]
 

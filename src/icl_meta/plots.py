@@ -137,3 +137,59 @@ def plot_surgery(ax: plt.Axes, tables: dict[str, dict[str, dict[str, float]]], s
         ax.text((g + 0.5) * len(sets) - 0.5, -0.7, ck, ha="center", va="bottom", fontsize=7.5)
     ax.set_xlabel("evaluation set")
     ax.set_ylabel("edit")
+
+
+def plot_sweep(ax: plt.Axes, runs, field: str, column: str = "acc", ylabel: str = "accuracy (in-distribution)",
+               symbol: str | None = None) -> None:
+    """One curve per run on a log step axis, coloured by the value of `field` (seeds share a colour)."""
+    values = sorted({getattr(r.config, field) for r in runs})
+    cmap = plt.get_cmap("viridis")
+    for r in sorted(runs, key=lambda r: (getattr(r.config, field), r.config.seed)):
+        v = getattr(r.config, field)
+        first = r is min((x for x in runs if getattr(x.config, field) == v), key=lambda x: x.config.seed)
+        colour = cmap(values.index(v) / max(len(values) - 1, 1) * 0.9)
+        s = r.steps
+        ax.plot(s[s > 0], r.metrics[column][s > 0], color=colour, lw=1.1 if first else 0.7, alpha=1 if first else 0.6,
+                label=f"{symbol or field} = {v}" if first else None)
+    ax.set_xscale("log")
+    ax.set_xlabel("training step")
+    ax.set_ylabel(ylabel)
+
+
+PATTERN_COLOURS = {"1 → 2 → 3": "#4c9a5b", "1 → 2": "#9cc7a4", "1 → 3": "#e0a458", "2 → 3": "#6a8fc7",
+                   "1": "#d9d9d9", "2": "#b7c9e6", "3": "#c98bb9", "none": "#ffffff"}
+
+
+def pattern_key(seen: tuple[int, ...]) -> str:
+    """The PATTERN_COLOURS key of a phase sequence (a phase being climbed into counts as seen)."""
+    return " → ".join(map(str, seen)) or "none"
+
+
+def plot_phase_map(ax: plt.Axes, xs: list, ys: list, cells: list[list[list]], predicted: np.ndarray,
+                   xlabel: str, ylabel: str) -> None:
+    """A grid of settings coloured by the phases their runs showed (the first seed's colour, every
+    seed's sequence written in the cell), with the cells where the Bayes ceilings leave Phase 2 no room
+    of its own (predicted[y, x] False) hatched and fenced off by a black line."""
+    for j, row in enumerate(cells):
+        for i, cell in enumerate(row):
+            key = pattern_key(cell[0].seen) if cell else "none"
+            ax.add_patch(plt.Rectangle((i - 0.5, j - 0.5), 1, 1, color=PATTERN_COLOURS.get(key, "#ffffff"),
+                                       hatch=None if predicted[j, i] else "//", ec="#555555" if not predicted[j, i] else None))
+            text = "\n".join(s.seen_text for s in cell) if cell else "not run"
+            ax.text(i, j, text, ha="center", va="center", fontsize=8)
+    for j in range(len(ys)):
+        for i in range(len(xs)):
+            if i + 1 < len(xs) and predicted[j, i] != predicted[j, i + 1]:
+                ax.plot([i + 0.5, i + 0.5], [j - 0.5, j + 0.5], color="k", lw=2.5)
+            if j + 1 < len(ys) and predicted[j, i] != predicted[j + 1, i]:
+                ax.plot([i - 0.5, i + 0.5], [j + 0.5, j + 0.5], color="k", lw=2.5)
+    ax.set_xlim(-0.5, len(xs) - 0.5)
+    ax.set_ylim(-0.5, len(ys) - 0.5)
+    ax.set_xticks(range(len(xs)), [str(x) for x in xs])
+    ax.set_yticks(range(len(ys)), [str(y) for y in ys])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in PATTERN_COLOURS.values()]
+    handles.append(plt.Rectangle((0, 0), 1, 1, fc="white", ec="#555555", hatch="//"))
+    ax.legend(handles, [*PATTERN_COLOURS, "ceilings: no room for Phase 2"], fontsize=7, loc="upper left",
+              bbox_to_anchor=(1.01, 1), title="phases seen", title_fontsize=8)

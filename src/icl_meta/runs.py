@@ -155,17 +155,23 @@ def shipped(name: str) -> list[Run]:
     return sorted(runs, key=lambda r: r.config.seed)
 
 
-def compact(path: str | os.PathLike, last_checkpoint_only: bool = False) -> None:
-    """Drop what only resuming needs (the resume state) from a finished run before shipping it, and
-    with last_checkpoint_only every checkpoint but the last (recorded in provenance.json)."""
+def compact(path: str | os.PathLike, checkpoints: str = "all") -> None:
+    """Drop what only resuming needs (the resume state) from a finished run before shipping it.
+
+    checkpoints: "all" keeps every checkpoint, "last" only the final one, "none" none (a metrics-only
+    artifact); dropped steps are recorded in provenance.json.
+    """
+    if checkpoints not in ("all", "last", "none"):
+        raise ValueError(f"checkpoints must be one of 'all', 'last', 'none', got {checkpoints!r}")
     path = Path(path)
     prov = json.loads((path / "provenance.json").read_text())
     if not prov.get("finished"):
         raise ValueError(f"path must be a finished run, got {path} (resume it first)")
     (path / "state.safetensors").unlink(missing_ok=True)
-    if last_checkpoint_only:
-        steps = load_run(path).checkpoint_steps
-        for step in steps[:-1]:
-            checkpoint_path(path, step).unlink()
-        prov["dropped_checkpoints"] = prov.get("dropped_checkpoints", []) + steps[:-1]
+    steps = load_run(path).checkpoint_steps
+    drop = {"all": [], "last": steps[:-1], "none": steps}[checkpoints]
+    for step in drop:
+        checkpoint_path(path, step).unlink()
+    if drop:
+        prov["dropped_checkpoints"] = prov.get("dropped_checkpoints", []) + drop
         atomic_write_text(path / "provenance.json", json.dumps(prov, indent=1))

@@ -1,15 +1,14 @@
 """The data-property sweeps (SPEC Fig 7, 15, 18, 19 and the phase maps of the data chapters), declared once.
 
-`icl-meta sweeps --out runs` trains every run of `SWEEPS` that is not finished yet, several processes at
+`icl-meta sweeps --out runs` trains every run of `QUEUE` that is not finished yet, several processes at
 once, into `runs/<sweep>/<setting>__seed-S`; it resumes interrupted runs, so the same command continues a
-killed regeneration. Runs are queued round-robin over the sweeps, each sweep's settings in the order given
-here, so a cut-short regeneration still has the first points of every figure. The default setting
-(T=3, K=64, ε=0.1, N=4, ...) is not repeated: the sweeps' chapters take it from the shipped default runs.
+killed regeneration. Runs start in `QUEUE` order, which puts the first point of every figure first, so
+a regeneration cut short still has something in every figure. The default setting (T=3, K=64, ε=0.1,
+N=4, ...) is not repeated: the sweeps' chapters take it from the shipped default runs.
 """
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,35 +17,47 @@ from .config import Config
 # Steps per run (all sweeps alike, so that runs compare over one window): the default setting reaches
 # its Phase-2 plateau by then, its Phase 3 (at 1.5-2.3e5 steps) only in the shipped default runs.
 WINDOW = 60_000
+# What every sweep run shares beyond its setting: the window, stop once solved, only the final checkpoint.
+RUN_DEFAULTS = {"steps": WINDOW, "early_stop_acc": 0.99, "n_checkpoints": 0}
+
+FIGURES = {"tasks": "Fig 7a, 18", "classes": "Fig 7b", "noise": "Fig 7c", "class_zipf": "Fig 7d",
+           "task_zipf": "Fig 7e", "burstiness": "Fig 15", "context": "Fig 19",
+           "map_classes_noise": "phase map (K, ε)", "map_tasks_context": "phase map (T, N)"}
+QUEUE = (
+    # one point of every one-knob figure
+    ("tasks", {"num_tasks": 1}), ("classes", {"num_classes": 32}), ("noise", {"eps": 1.0}),
+    ("class_zipf", {"alpha": 1.0}), ("task_zipf", {"beta": 1.0}), ("burstiness", {"burstiness": 2, "p_bursty": 0.25}),
+    ("context", {"num_seq": 2}),
+    # their other ends
+    ("tasks", {"num_tasks": 2}), ("classes", {"num_classes": 1024}), ("noise", {"eps": 0.5}),
+    ("burstiness", {"p_bursty": 0.25}), ("context", {"num_seq": 8}), ("tasks", {"num_tasks": 6}),
+    ("classes", {"num_classes": 256}), ("burstiness", {"p_bursty": 1.0}),
+    # the phase maps' off-axis cells (on-axis ones are the runs above and the default runs)
+    ("map_classes_noise", {"num_classes": 32, "eps": 1.0}), ("map_classes_noise", {"num_classes": 256, "eps": 1.0}),
+    ("map_tasks_context", {"num_tasks": 2, "num_seq": 2}), ("map_tasks_context", {"num_tasks": 6, "num_seq": 2}),
+    ("context", {"num_seq": 16}), ("tasks", {"num_tasks": 12}),
+    ("map_classes_noise", {"num_classes": 32, "eps": 0.5}), ("map_classes_noise", {"num_classes": 256, "eps": 0.5}),
+    ("map_tasks_context", {"num_tasks": 2, "num_seq": 8}), ("map_tasks_context", {"num_tasks": 6, "num_seq": 8}),
+    # in between
+    ("burstiness", {"p_bursty": 0.5}), ("tasks", {"num_tasks": 4}),
+)
 
 
 @dataclass(frozen=True)
 class Sweep:
-    """One figure's runs: the settings (Config changes from the defaults), in queue order, and their length."""
+    """One figure's runs: the settings (Config changes from the defaults) in queue order."""
 
     name: str
     figure: str
     settings: tuple[dict, ...]
-    steps: int = WINDOW
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The config fields the sweep varies, in first-seen order."""
+        return tuple(dict.fromkeys(k for s in self.settings for k in s))
 
 
-SWEEPS = (
-    Sweep("tasks", "Fig 7a, 18", tuple({"num_tasks": t} for t in (1, 2, 6, 12, 4))),
-    Sweep("classes", "Fig 7b", tuple({"num_classes": k} for k in (32, 1024, 256))),
-    Sweep("noise", "Fig 7c", tuple({"eps": e} for e in (1.0, 0.5))),
-    Sweep("class_zipf", "Fig 7d", ({"alpha": 1.0},)),
-    Sweep("task_zipf", "Fig 7e", ({"beta": 1.0},)),
-    Sweep("burstiness", "Fig 15", ({"burstiness": 2, "p_bursty": 0.25}, {"p_bursty": 0.25}, {"p_bursty": 1.0},
-                                   {"p_bursty": 0.5})),
-    Sweep("context", "Fig 19", tuple({"num_seq": n} for n in (2, 8, 16))),
-    Sweep("map_classes_noise", "phase map (K, ε)",
-          tuple({"num_classes": k, "eps": e} for e in (1.0, 0.5) for k in (32, 256))),
-    Sweep("map_tasks_context", "phase map (T, N)",
-          tuple({"num_tasks": t, "num_seq": n} for n in (2, 8) for t in (2, 6))),
-)
-SWEEP_NAMES = tuple(s.name for s in SWEEPS)
-# What every sweep run shares beyond its setting: stop once solved, keep only the final checkpoint.
-RUN_DEFAULTS = {"early_stop_acc": 0.99, "n_checkpoints": 0}
+SWEEP_NAMES = tuple(FIGURES)
 
 
 def setting_name(changes: dict) -> str:
@@ -57,17 +68,15 @@ def setting_name(changes: dict) -> str:
 
 
 def sweep(name: str) -> Sweep:
-    for s in SWEEPS:
-        if s.name == name:
-            return s
-    raise ValueError(f"sweep must be one of {SWEEP_NAMES}, got {name!r}")
+    if name not in FIGURES:
+        raise ValueError(f"sweep must be one of {SWEEP_NAMES}, got {name!r}")
+    return Sweep(name, FIGURES[name], tuple(changes for n, changes in QUEUE if n == name))
 
 
 def plan(out: str | Path, names: tuple[str, ...] = SWEEP_NAMES, seeds: tuple[int, ...] = (0,)) -> list[tuple[Config, Path]]:
-    """Every (config, run directory) of the named sweeps, round-robin over the sweeps; all validated."""
-    queues = []
-    for s in map(sweep, names):
-        queues.append([(Config(**RUN_DEFAULTS, steps=s.steps, seed=seed, **changes).validate(),
-                        Path(out) / s.name / f"{setting_name({**changes, 'seed': seed})}")
-                       for changes in s.settings for seed in seeds])
-    return [job for jobs in itertools.zip_longest(*queues) for job in jobs if job is not None]
+    """Every (config, run directory) of the named sweeps in QUEUE order, seed by seed; all validated."""
+    for name in names:
+        sweep(name)
+    return [(Config(**{**RUN_DEFAULTS, "seed": seed, **changes}).validate(),
+             Path(out) / name / setting_name({**changes, "seed": seed}))
+            for seed in seeds for name, changes in QUEUE if name in names]

@@ -1,0 +1,272 @@
+"""Which phases a setting shows: the phase table and the phase maps of the data chapters (SPEC Fig 7,
+15, 18, 19).
+
+A run's learned plateaus come from the robust phase rule (chapter 3). Each is named after the Bayes
+ceiling its accuracy is nearest to, because the ceilings are what the three circuits can reach:
+query only -> Phase 1 (NCC), query + label multiset -> Phase 2 (SCC), full pairs -> Phase 3 (FCC).
+Where two ceilings coincide (T = 1: the query alone decides the label) the higher phase wins, so a
+single jump to the top reads "3". Adjacent plateaus with the same name are one phase that crept up.
+A run still inside a transition when the window ends gets its final accuracy named the same way, in
+parentheses: "1 → (2)" climbed past Phase 1 and was nearest the SCC ceiling, still rising, at the end.
+Every run is read over the same window of steps, `sweeps.WINDOW`, longer runs (the shipped default
+ones) truncated to it, so "not seen" means "not seen within the window".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from .bayes import CEILINGS, ceilings
+from .config import Config
+from .probes import log_smoothed, paper_boundaries, phases, robust_boundaries
+from .report import Check
+from .runs import Run
+from .sweeps import WINDOW, setting_name, sweep
+
+# The sweeps each data chapter reads (10: tasks, classes, noise, Zipf; 11: burstiness, context length),
+# and the phase maps of chapter 12 with their axes.
+DATA_CHAPTERS = (("tasks", "classes", "noise", "class_zipf", "task_zipf"), ("burstiness", "context"))
+MAPS = {"map_classes_noise": "(K, ε)", "map_tasks_context": "(T, N)"}
+PHASE_OF_CEILING = dict(zip(CEILINGS, (1, 2, 3)))
+# Two plateaus, or two ceilings, closer than this are told apart by neither the eye nor the phase rule.
+MIN_GAP = 0.1
+
+
+def truncated(run: Run, steps: int = WINDOW) -> Run:
+    """The run with its metrics cut at `steps` (checkpoints untouched), to compare runs over one window."""
+    rows = run.steps <= steps
+    return dataclasses.replace(run, metrics={k: v[rows] for k, v in run.metrics.items()})
+
+
+def name_plateau(level: float, ceil: dict[str, float]) -> int:
+    """The phase (1, 2, 3) whose ceiling is nearest to a plateau level; ties go to the higher phase."""
+    dist = [(abs(level - ceil[c]) - 1e-9 * PHASE_OF_CEILING[c], PHASE_OF_CEILING[c]) for c in CEILINGS]
+    return min(dist)[1]
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What one run shows over the window: transitions, plateaus and the phases they are named as."""
+
+    run: Run
+    ceilings: dict[str, float]
+    transitions: list[tuple[int, int]]  # robust rule
+    paper_transitions: int  # number of transitions by the paper's fixed-Δt rule
+    levels: dict[int, float]  # phase name -> plateau level (the last plateau of that name)
+    final_acc: float
+    rising: int | None  # name of the final accuracy if a transition was still under way at the end
+
+    @property
+    def seen(self) -> tuple[int, ...]:
+        """Phases seen, the one being climbed into at the end included."""
+        return tuple(self.levels) + ((self.rising,) if self.rising is not None else ())
+
+    @property
+    def seen_text(self) -> str:
+        text = [str(k) for k in self.levels] + ([f"({self.rising})"] if self.rising is not None else [])
+        return " → ".join(text) or "none"
+
+
+def summarise(run: Run, ceil: dict[str, float] | None = None, window: int = WINDOW, n_mc: int = 20_000) -> Summary:
+    """The run's phases over the first `window` steps (ceilings of its own instance unless given)."""
+    run = truncated(run, window)
+    ceil = ceilings(run.config, run.instance(), n=n_mc) if ceil is None else ceil
+    steps, acc = run.steps, run.metrics["acc"]
+    tr = robust_boundaries(steps, acc)
+    levels: dict[int, float] = {}
+    for ph in phases(steps, acc, tr):
+        if ph.index >= 1:
+            name = name_plateau(ph.level, ceil)
+            levels.pop(name, None)  # a repeated name moves to the end, where the plateau settled
+            levels[name] = ph.level
+    final = float(np.median(acc[-max(len(acc) // 20, 1):]))
+    rising = None
+    if tr and tr[-1][1] >= steps[-1] * 0.99:  # the last transition runs into the window's end
+        rising = name_plateau(final, ceil)
+        if rising in levels and rising == list(levels)[-1]:
+            rising = None  # still creeping up within the phase it is in
+    return Summary(run, ceil, tr, len(paper_boundaries(steps, acc)), levels, final, rising)
+
+
+def setting_label(cfg: Config, fields: tuple[str, ...]) -> str:
+    """'T=2, N=8' style label of the fields a sweep varies."""
+    short = {"num_tasks": "T", "num_classes": "K", "num_seq": "N", "eps": "ε", "alpha": "α", "beta": "β",
+             "burstiness": "B", "p_bursty": "p_B"}
+    return ", ".join(f"{short.get(f, f)}={getattr(cfg, f)}" for f in fields)
+
+
+# The paper's reading of each sweep setting (SPEC §6): the phase sequences it reports, and its words.
+THREE = [(1, 2, 3)]
+PAPER_SEEN = {
+    "tasks": {"num_tasks-1": ([(3,)], "single jump"), "num_tasks-2": (THREE, "three phases"),
+              "num_tasks-3": (THREE, "three phases"), "num_tasks-4": (THREE, "three phases"),
+              "num_tasks-6": (THREE, "jumps persist"), "num_tasks-12": (THREE, "jumps persist, later")},
+    "classes": {"num_classes-32": ([(2, 3)], "small K skips Phase 1"),
+                "num_classes-1024": ([(1, 3)], "large K skips Phase 2")},
+    "noise": {"eps-0.5": ([(1, 3)], "larger ε skips Phase 2"), "eps-1.0": ([(3,)], "ε = 1 skips Phases 1 and 2")},
+    "class_zipf": {"alpha-1.0": ([(2, 3), (1, 3), (3,)], "larger α skips Phase 1 or 2")},
+    "burstiness": {"burstiness-2__p_bursty-0.25": ([(2, 3), (3,)], "larger B skips Phase 1")},
+    "context": {"num_seq-2": (THREE, "phases"), "num_seq-8": (THREE, "phases up to N = 8"),
+                "num_seq-16": ([(3,)], "single phase at N ≥ 16")},
+}
+
+
+def phase_table(summaries: list[Summary], name: str) -> str:
+    """Markdown for one sweep: setting -> phases seen -> Phase-1 and Phase-2 plateaus against their Bayes
+    ceilings, next to what the paper reports for the setting (PAPER_SEEN)."""
+    fields = sweep(name).fields
+    paper = PAPER_SEEN.get(name, {})
+    lines = ["| setting | seed | phases seen | transitions (robust / paper rule) | Phase-1 plateau / ceiling "
+             "| Phase-2 plateau / ceiling | accuracy at the end | paper |", "|---|---|---|---|---|---|---|---|"]
+    for s in summaries:
+        cfg = s.run.config
+        cells = []
+        for k, c in ((1, "query_only"), (2, "label_multiset")):
+            cells.append(f"{s.levels[k]:.3f} / {s.ceilings[c]:.3f}" if k in s.levels else f"– / {s.ceilings[c]:.3f}")
+        words = paper.get(setting_name({f: getattr(cfg, f) for f in fields}), ("", ""))[1]
+        lines.append(f"| {setting_label(cfg, fields)} | {cfg.seed} | {s.seen_text} | {len(s.transitions)} / "
+                     f"{s.paper_transitions} | {cells[0]} | {cells[1]} | {s.final_acc:.3f} | {words} |")
+    return "\n".join(lines)
+
+
+def expected_check(what: str, summaries: list[Summary], expected: list[tuple[int, ...]], paper: str) -> Check:
+    """Did every seed show one of the `expected` phase sequences? A seed that saw a prefix of one and
+    was still below that sequence's last ceiling at the end of the window cannot tell (verdict None)."""
+    ours = "; ".join(s.seen_text for s in summaries)
+    seeds = f"{len(summaries)} seed{'s' * (len(summaries) > 1)}, {WINDOW:,} steps"
+    if all(s.seen in expected for s in summaries):
+        return Check(what, paper, ours, seeds, True)
+
+    def unfinished(s: Summary) -> bool:
+        top = {1: "query_only", 2: "label_multiset", 3: "full_pairs"}
+        return any(s.seen == e[:len(s.seen)] and s.final_acc < s.ceilings[top[e[-1]]] - MIN_GAP for e in expected)
+
+    if all(s.seen in expected or unfinished(s) for s in summaries):
+        return Check(what, paper, ours + " (window ends below the last ceiling)", seeds, None)
+    return Check(what, paper, ours, seeds, False)
+
+
+def sweep_checks(name: str, summaries: list[Summary]) -> list[Check]:
+    """One check per setting of a sweep that the paper reads (PAPER_SEEN), over the setting's seeds."""
+    fields = sweep(name).fields
+    checks = []
+    for key, (expected, paper) in PAPER_SEEN.get(name, {}).items():
+        same = [s for s in summaries if setting_name({f: getattr(s.run.config, f) for f in fields}) == key]
+        if same:
+            checks.append(expected_check(setting_label(same[0].run.config, fields), same, expected, paper))
+    return checks
+
+
+def first_plateau_checks(summaries: list[Summary]) -> list[Check]:
+    """Paper Fig. 7a, 18: the first plateau sits near 1/T. Ours: its level, next to the query-only ceiling,
+    which is what a memorised query can reach (a little above 1/T: tasks can share a class's label)."""
+    checks = []
+    for T in sorted({s.run.config.num_tasks for s in summaries if s.run.config.num_tasks > 1}):
+        same = [s for s in summaries if s.run.config.num_tasks == T]
+        levels = [s.levels.get(1) for s in same]
+        ours = ", ".join("none" if v is None else f"{v:.3f}" for v in levels)
+        ceil = np.mean([s.ceilings["query_only"] for s in same])
+        ok = all(v is not None and abs(v - 1 / T) <= 0.05 for v in levels)
+        checks.append(Check(f"T={T}: Phase-1 plateau", f"≈ 1/T = {1 / T:.3f}", f"{ours} (query-only ceiling {ceil:.3f})",
+                            f"{len(same)} seed{'s' * (len(same) > 1)}", ok))
+    return checks
+
+
+def task_order_check(run: Run, level: float = 0.9) -> Check:
+    """Paper Fig. 7e: with Zipf-distributed tasks the most frequent one (task 0) is learned first.
+    Ours: the step at which each task's accuracy first reaches `level`."""
+    from .claims import steps_to
+
+    firsts = [steps_to(run, level, f"acc_task{t}") for t in range(run.config.num_tasks)]
+    ours = ", ".join(f"task {t}: {'never' if v is None else f'{v:,}'}" for t, v in enumerate(firsts))
+    done = [v for v in firsts[1:] if v is not None]
+    ok = firsts[0] is not None and all(firsts[0] < v for v in done)
+    return Check(f"β={run.config.beta}: first task to reach {level:.0%}", "the most frequent (task 0)", ours,
+                 f"seed {run.config.seed}, {WINDOW:,} steps", ok)
+
+
+def max_jump(run: Run) -> float:
+    """The largest rise of the log-smoothed accuracy between neighbouring points of the robust rule's
+    grid (10 a decade): how abrupt the steepest transition looks on a log axis."""
+    _, sm = log_smoothed(run.steps, run.metrics["acc"])
+    return float(np.diff(sm).max())
+
+
+def smoothing_check(summaries: list[Summary], field: str) -> Check:
+    """Paper Fig. 15: a larger p_B smooths the curve. Ours: the steepest log-axis jump (max_jump) of
+    each setting, seeds averaged, must not grow with the field's value."""
+    values = sorted({getattr(s.run.config, field) for s in summaries})
+    jumps = [np.mean([max_jump(s.run) for s in summaries if getattr(s.run.config, field) == v]) for v in values]
+    ours = ", ".join(f"{v}: {j:.3f}" for v, j in zip(values, jumps))
+    return Check(f"steepest jump per decade/10 as {field} grows", "smaller (smoother)", ours,
+                 f"{len(summaries)} runs", bool(np.all(np.diff(jumps) <= 0.01)))
+
+
+def data_checks(names: tuple[str, ...], summaries: list[Summary]) -> list[Check]:
+    """Every check of the named 1-D sweeps (their chapters' "Did it reproduce?" rows)."""
+    by_sweep = {name: varied(summaries, sweep(name).fields) for name in names}
+    checks = [c for name in names for c in sweep_checks(name, by_sweep[name])]
+    if "tasks" in names:
+        checks += first_plateau_checks(by_sweep["tasks"])
+    if "task_zipf" in names:
+        checks += [task_order_check(s.run) for s in by_sweep["task_zipf"] if s.run.config.beta > 0]
+    if "burstiness" in names:
+        checks.append(smoothing_check([s for s in by_sweep["burstiness"] if s.run.config.burstiness == 1], "p_bursty"))
+    return checks
+
+
+def phase2_gap(cfg: Config, n_mc: int = 20_000) -> float:
+    """How far the SCC ceiling stands from its neighbours: min(label multiset - query only, full pairs -
+    label multiset). Below MIN_GAP the ceilings predict Phase 2 cannot show as a plateau of its own."""
+    c = ceilings(cfg, n=n_mc)
+    return min(c["label_multiset"] - c["query_only"], c["full_pairs"] - c["label_multiset"])
+
+
+def phase_map(name: str, summaries: list[Summary], n_mc: int = 20_000) -> tuple[list, list, list, np.ndarray]:
+    """The 2-D phase map of a map sweep: axis values (the sweep's values and the default), cells[y][x]
+    holding the summaries of every seed run at that setting (on-axis ones come from the 1-D sweeps and
+    the default runs), and predicted[y, x]: whether the Bayes ceilings leave Phase 2 a plateau of its
+    own there (phase2_gap >= MIN_GAP, on a fresh instance of the setting)."""
+    x, y = sweep(name).fields
+    default = Config()
+    xs = sorted({c[x] for c in sweep(name).settings} | {getattr(default, x)})
+    ys = sorted({c[y] for c in sweep(name).settings} | {getattr(default, y)})
+    mine = varied(summaries, (x, y))
+    cells = [[[s for s in mine if getattr(s.run.config, x) == xv and getattr(s.run.config, y) == yv] for xv in xs]
+             for yv in ys]
+    predicted = np.array([[phase2_gap(default.replace(**{x: xv, y: yv}), n_mc) >= MIN_GAP for xv in xs] for yv in ys])
+    return xs, ys, cells, predicted
+
+
+def map_checks(label: str, cells: list[list[list[Summary]]], predicted: np.ndarray) -> list[Check]:
+    """Ours, not the paper's: does the ceilings' prediction say where Phase 2 shows? Judged on the runs
+    that reached Phase 3 within the window (only there is a missing Phase 2 a skip, not a wait)."""
+    agree, decided = 0, 0
+    for j, row in enumerate(cells):
+        for i, cell in enumerate(row):
+            for s in cell:
+                if 3 in s.seen:
+                    decided += 1
+                    agree += (2 in s.seen) == bool(predicted[j, i])
+    return [Check(f"{label}: Phase 2 seen exactly where the ceilings leave it room", "– (not in the paper)",
+                  f"{agree} of {decided} runs that reached Phase 3", "all seeds", None if not decided else agree == decided)]
+
+
+def sweep_summaries(names: tuple[str, ...], n_mc: int = 20_000, window: int = WINDOW) -> list[Summary]:
+    """Summaries of the shipped runs of the named sweeps plus the shipped default runs (the setting every
+    sweep varies away from), sorted by setting then seed."""
+    from .runs import shipped
+
+    runs = [r for name in names for r in shipped(name)] + shipped("default")
+    key = lambda r: (sorted((k, str(v)) for k, v in r.config.to_dict().items() if k != "steps"), r.config.seed)
+    return [summarise(r, n_mc=n_mc, window=window) for r in sorted(runs, key=key)]
+
+
+def varied(summaries: list[Summary], fields: tuple[str, ...]) -> list[Summary]:
+    """The summaries whose config differs from the default in no field but `fields` (and seed/length)."""
+    default = Config().to_dict()
+    ignore = set(fields) | {"seed", "steps", "early_stop_acc", "n_checkpoints"}
+    return [s for s in summaries if all(v == default[k] for k, v in s.run.config.to_dict().items() if k not in ignore)]

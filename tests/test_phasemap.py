@@ -1,0 +1,111 @@
+"""Phase naming, the phase table and the phase maps, on synthetic runs whose phases are known."""
+
+from pathlib import Path
+
+import numpy as np
+
+from icl_meta import Config
+from icl_meta.bayes import query_class_accuracy
+from icl_meta.phasemap import (MIN_GAP, Summary, expected_check, first_plateau_checks, map_checks, max_jump,
+                               name_plateau, phase2_gap, phase_table, smoothing_check, summarise, task_order_check,
+                               truncated, varied)
+from icl_meta.runs import Run
+from icl_meta.sweeps import WINDOW
+
+CEIL = {"query_only": 0.36, "label_multiset": 0.80, "full_pairs": 1.0}
+STEPS = np.arange(0, WINDOW + 1, 100)
+
+
+def run_with(levels, edges, cfg=Config(), extra=None) -> Run:
+    """Accuracy that holds each level and climbs linearly between the given step edges."""
+    xs = [0]
+    ys = [levels[0]]
+    for (a, b), lo, hi in zip(edges, levels, levels[1:]):
+        xs += [a, b]
+        ys += [lo, hi]
+    m = {"step": STEPS.astype(float), "acc": np.interp(STEPS, xs + [WINDOW], ys + [ys[-1]]), **(extra or {})}
+    return Run(Path("synthetic"), cfg, m, {}, [])
+
+
+THREE = run_with([0.03, 0.36, 0.80, 1.0], [(1000, 2000), (8000, 12000), (30000, 40000)])
+
+
+def test_name_plateau_nearest_ceiling_ties_go_up():
+    assert name_plateau(0.35, CEIL) == 1 and name_plateau(0.7, CEIL) == 2 and name_plateau(0.95, CEIL) == 3
+    assert name_plateau(1.0, {"query_only": 1.0, "label_multiset": 1.0, "full_pairs": 1.0}) == 3
+
+
+def test_summarise_three_phases_and_a_climb_cut_by_the_window():
+    s = summarise(THREE, CEIL)
+    assert s.seen == (1, 2, 3) and s.seen_text == "1 → 2 → 3" and len(s.transitions) == 3
+    assert abs(s.levels[1] - 0.36) < 0.01 and abs(s.levels[2] - 0.80) < 0.01
+    climbing = run_with([0.03, 0.36, 0.80], [(1000, 2000), (20000, WINDOW)])
+    s = summarise(climbing, CEIL)
+    assert s.seen == (1, 2) and s.rising == 2 and s.seen_text == "1 → (2)"
+
+
+def test_truncated_cuts_the_metrics_only():
+    r = truncated(THREE, 5000)
+    assert r.steps[-1] == 5000 and len(r.metrics["acc"]) == 51 and len(THREE.metrics["acc"]) == len(STEPS)
+
+
+def _summary(seen, final, rising=None, cfg=Config()):
+    levels = {k: CEIL[c] for k, c in zip((1, 2, 3), CEIL) if k in seen}
+    return Summary(Run(Path("s"), cfg, {}, {}, []), CEIL, [], 0, levels, final, rising)
+
+
+def test_expected_check_verdicts():
+    """Matched, cannot tell (a prefix, still below the last ceiling), and not matched."""
+    assert expected_check("x", [_summary((2, 3), 1.0)], [(2, 3)], "skips 1").ok is True
+    assert expected_check("x", [_summary((1,), 0.4)], [(1, 2, 3)], "three").ok is None
+    assert expected_check("x", [_summary((1, 2, 3), 1.0)], [(2, 3)], "skips 1").ok is False
+    assert expected_check("x", [_summary((1, 3), 1.0)], [(2, 3), (1, 3)], "skips 1 or 2").ok is True
+
+
+def test_phase_table_lists_plateaus_against_ceilings_and_the_paper():
+    s = summarise(run_with([0.03, 0.80, 1.0], [(1000, 3000), (20000, 30000)], Config(num_classes=32)), CEIL)
+    table = phase_table([s], "classes")
+    assert "| K=32 | 0 | 2 → 3 |" in table and "– / 0.360" in table and "small K skips Phase 1" in table
+
+
+def test_first_plateau_and_task_order_checks():
+    s = _summary((1, 2), 0.8, cfg=Config(num_tasks=3))
+    (check,) = first_plateau_checks([s])
+    assert check.ok is True and "1/T = 0.333" in check.paper
+    per_task = {f"acc_task{t}": np.interp(STEPS, [0, 5000 * (t + 1), WINDOW], [0, 1, 1]) for t in range(3)}
+    run = run_with([0.1, 0.9], [(1000, 2000)], Config(beta=1.0), per_task)
+    assert task_order_check(run).ok is True
+    late_first = {**per_task, "acc_task0": per_task["acc_task2"], "acc_task2": per_task["acc_task0"]}
+    assert task_order_check(run_with([0.1, 0.9], [(1000, 2000)], Config(beta=1.0), late_first)).ok is False
+
+
+def test_smoothing_check_prefers_gentler_curves():
+    def summary(edges, p_bursty):
+        return Summary(run_with([0.03, 1.0], [edges], Config(p_bursty=p_bursty)), CEIL, [], 0, {}, 1.0, None)
+
+    steep, gentle = (1000, 1200), (1000, 40000)
+    assert max_jump(summary(steep, 0.0).run) > max_jump(summary(gentle, 0.0).run)
+    assert smoothing_check([summary(steep, 0.0), summary(gentle, 1.0)], "p_bursty").ok is True
+    assert smoothing_check([summary(gentle, 0.0), summary(steep, 1.0)], "p_bursty").ok is False
+
+
+def test_varied_keeps_runs_that_change_only_the_given_fields():
+    a, b, c = (_summary((1,), 0.4, cfg=Config(**kw)) for kw in ({}, {"num_classes": 32}, {"num_classes": 32, "eps": 0.5}))
+    assert varied([a, b, c], ("num_classes",)) == [a, b]
+    assert varied([a, b, c], ("num_classes", "eps")) == [a, b, c]
+
+
+def test_phase2_gap_and_map_checks():
+    """Longer contexts leave the SCC ceiling no room below the FCC one; the map check counts only runs
+    that reached Phase 3."""
+    assert phase2_gap(Config(), 5_000) > MIN_GAP > phase2_gap(Config(num_seq=8), 5_000)
+    cells = [[[_summary((1, 2, 3), 1.0)], [_summary((1, 3), 1.0)], [_summary((1,), 0.4)]]]
+    (check,) = map_checks("m", cells, np.array([[True, False, False]]))
+    assert check.ok is True and "2 of 2" in check.ours
+    (check,) = map_checks("m", cells, np.array([[True, True, True]]))
+    assert check.ok is False and "1 of 2" in check.ours
+
+
+def test_query_class_accuracy_falls_with_noise():
+    assert query_class_accuracy(Config(eps=0.1), n=2_000) > 0.99
+    assert query_class_accuracy(Config(eps=30.0), n=2_000) < 0.5

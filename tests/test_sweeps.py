@@ -1,0 +1,53 @@
+"""The declared sweeps and the `icl-meta sweeps` command that regenerates them."""
+
+import pytest
+
+from icl_meta import load_run
+from icl_meta.cli import main
+from icl_meta.sweeps import QUEUE, SWEEP_NAMES, WINDOW, plan, setting_name, sweep
+
+from conftest import TINY
+
+
+def test_plan_puts_every_figure_first_and_is_validated_and_unique(tmp_path):
+    """The first runs cover every one-knob sweep; seeds run one after the other; directories are distinct."""
+    jobs = plan(tmp_path, seeds=(0, 1))
+    assert len(jobs) == 2 * len(QUEUE)
+    assert len({out for _, out in jobs}) == len(jobs)
+    one_knob = [n for n in SWEEP_NAMES if not n.startswith("map_")]
+    assert {out.parent.name for _, out in jobs[:len(one_knob)]} == set(one_knob)
+    assert [c.seed for c, _ in jobs] == [0] * len(QUEUE) + [1] * len(QUEUE)
+    cfg, out = jobs[0]
+    assert out == tmp_path / "tasks" / "num_tasks-1__seed-0" and cfg.num_tasks == 1 and cfg.steps == WINDOW
+    assert all(c.early_stop_acc == 0.99 for c, _ in jobs)
+
+
+def test_sweep_fields_and_unknown_name():
+    assert sweep("burstiness").fields == ("burstiness", "p_bursty")
+    assert setting_name({"num_classes": 32, "eps": 0.5}) == "num_classes-32__eps-0.5"
+    with pytest.raises(ValueError, match="sweep must be one of"):
+        sweep("nope")
+
+
+def test_sweeps_command_trains_and_resumes(tmp_path, monkeypatch, capsys):
+    """`icl-meta sweeps NAME` trains the named sweep's runs; a second call retrains nothing."""
+    import icl_meta.sweeps as sweeps
+
+    monkeypatch.setattr(sweeps, "FIGURES", {"tiny": "test"})
+    monkeypatch.setattr(sweeps, "QUEUE", (("tiny", {"num_tasks": 1}), ("tiny", {"num_tasks": 2})))
+    monkeypatch.setattr(sweeps, "RUN_DEFAULTS", {**sweeps.RUN_DEFAULTS, **TINY})
+    argv = ["sweeps", "tiny", "--out", str(tmp_path), "--jobs", "2", "--no-progress"]
+    main(argv)
+    dirs = sorted(p.name for p in (tmp_path / "tiny").iterdir())
+    assert dirs == ["num_tasks-1__seed-0", "num_tasks-2__seed-0"]
+    stamp = (tmp_path / "tiny" / dirs[1] / "metrics.safetensors").stat().st_mtime_ns
+    main(argv)
+    assert (tmp_path / "tiny" / dirs[1] / "metrics.safetensors").stat().st_mtime_ns == stamp
+    run = load_run(tmp_path / "tiny" / dirs[1])
+    assert run.provenance["finished"] and run.provenance["command"].startswith("icl-meta sweeps tiny")
+
+
+def test_sweeps_command_rejects_an_unknown_sweep(tmp_path):
+    with pytest.raises(SystemExit, match="sweep must be one of"):
+        main(["sweeps", "nope", "--out", str(tmp_path / "s")])
+    assert not (tmp_path / "s").exists()
