@@ -6,8 +6,8 @@ import numpy as np
 
 from icl_meta import Config
 from icl_meta.bayes import query_class_accuracy
-from icl_meta.phasemap import (MIN_GAP, Summary, expected_check, first_plateau_checks, map_checks, max_jump,
-                               name_plateau, phase2_gap, phase_table, smoothing_check, summarise, task_order_check,
+from icl_meta.phasemap import (MIN_GAP, Summary, first_plateau_checks, judge, map_checks, max_jump, name_plateau,
+                               paper_check, phase2_gap, phase_table, smoothing_check, summarise, task_order_check,
                                truncated, varied)
 from icl_meta.runs import Run
 from icl_meta.sweeps import WINDOW
@@ -30,9 +30,11 @@ def run_with(levels, edges, cfg=Config(), extra=None) -> Run:
 THREE = run_with([0.03, 0.36, 0.80, 1.0], [(1000, 2000), (8000, 12000), (30000, 40000)])
 
 
-def test_name_plateau_nearest_ceiling_ties_go_up():
+def test_name_plateau_nearest_ceiling_and_close_ceilings_merge_upwards():
     assert name_plateau(0.35, CEIL) == 1 and name_plateau(0.7, CEIL) == 2 and name_plateau(0.95, CEIL) == 3
     assert name_plateau(1.0, {"query_only": 1.0, "label_multiset": 1.0, "full_pairs": 1.0}) == 3
+    close = {"query_only": 0.36, "label_multiset": 0.97, "full_pairs": 1.0}
+    assert name_plateau(0.96, close) == 3 and name_plateau(0.4, close) == 1
 
 
 def test_summarise_three_phases_and_a_climb_cut_by_the_window():
@@ -50,16 +52,28 @@ def test_truncated_cuts_the_metrics_only():
 
 
 def _summary(seen, final, rising=None, cfg=Config()):
+    """A summary whose plateaus are `seen` at their ceilings (and `rising` climbed into at the end)."""
     levels = {k: CEIL[c] for k, c in zip((1, 2, 3), CEIL) if k in seen}
     return Summary(Run(Path("s"), cfg, {}, {}, []), CEIL, [], 0, levels, final, rising)
 
 
-def test_expected_check_verdicts():
-    """Matched, cannot tell (a prefix, still below the last ceiling), and not matched."""
-    assert expected_check("x", [_summary((2, 3), 1.0)], [(2, 3)], "skips 1").ok is True
-    assert expected_check("x", [_summary((1,), 0.4)], [(1, 2, 3)], "three").ok is None
-    assert expected_check("x", [_summary((1, 2, 3), 1.0)], [(2, 3)], "skips 1").ok is False
-    assert expected_check("x", [_summary((1, 3), 1.0)], [(2, 3), (1, 3)], "skips 1 or 2").ok is True
+def test_judge_sequences_and_skips():
+    """Sequences must match exactly (a prefix still below the last ceiling cannot tell); skips are
+    judged on plateaus, and need a later phase reached."""
+    three = ("sequence", (1, 2, 3))
+    assert judge(_summary((1, 2, 3), 1.0), three) is True
+    assert judge(_summary((1,), 0.4), three) is None
+    assert judge(_summary((1, 3), 1.0), three) is False
+    assert judge(_summary((2, 3), 1.0), ("skips", (1,))) is True
+    assert judge(_summary((1, 2, 3), 1.0), ("skips", (1,))) is False
+    assert judge(_summary((1,), 0.4), ("skips", (2,))) is None
+    assert judge(_summary((1,), 0.8, rising=2), ("skips", (2,))) is None  # climbing past 2 is no plateau
+    assert judge(_summary((1, 3), 1.0), ("skips any", (1, 2))) is True
+    assert judge(_summary((1, 2, 3), 1.0), ("skips any", (1, 2))) is False
+    claim = ("skips", (1,))
+    seeds = [[_summary((2, 3), 1.0)] * 2, [_summary((2, 3), 1.0), _summary((), 0.05)],
+             [_summary((2, 3), 1.0), _summary((), 0.05), _summary((1, 3), 1.0)]]
+    assert [paper_check("x", s, claim, "p").ok for s in seeds] == [True, None, False]
 
 
 def test_phase_table_lists_plateaus_against_ceilings_and_the_paper():
@@ -109,3 +123,9 @@ def test_phase2_gap_and_map_checks():
 def test_query_class_accuracy_falls_with_noise():
     assert query_class_accuracy(Config(eps=0.1), n=2_000) > 0.99
     assert query_class_accuracy(Config(eps=30.0), n=2_000) < 0.5
+
+
+def test_phase_table_without_a_sweep_labels_what_changed():
+    rows = [_summary((1,), 0.4), _summary((2, 3), 1.0, cfg=Config(num_classes=32, eps=0.5, seed=3, steps=10))]
+    table = phase_table(rows)
+    assert "| default | 0 | 1 |" in table and "| K=32, ε=0.5 | 3 | 2 → 3 |" in table

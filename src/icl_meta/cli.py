@@ -144,6 +144,15 @@ def cmd_bench(args: argparse.Namespace, argv: list[str]) -> None:
     print(report(args.steps, args.threads))
 
 
+def add_pool_flags(p: argparse.ArgumentParser, out_help: str) -> None:
+    """The flags of the commands that train many runs in a pool of processes."""
+    p.add_argument("--seeds", default="0", help="comma list of seeds (default 0)")
+    p.add_argument("--jobs", type=int, default=2, help="processes at once (default 2)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
+    p.add_argument("--out", required=True, help=out_help)
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="icl-meta", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -157,19 +166,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flags(s)
     s.add_argument("--grid", action="append", default=[], metavar="FIELD=V1,V2",
                    help="a config field and its values (repeatable; masks values separated by '|')")
-    s.add_argument("--seeds", default="0", help="comma list of seeds (default 0)")
-    s.add_argument("--jobs", type=int, default=2, help="processes at once (default 2)")
-    s.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
-    s.add_argument("--out", required=True, help="directory holding one run directory per grid point")
-    s.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
+    add_pool_flags(s, "directory holding one run directory per grid point")
     s.set_defaults(func=cmd_sweep)
     w = sub.add_parser("sweeps", help="train the declared data-property sweeps (icl_meta.sweeps), resumable")
-    w.add_argument("names", nargs="*", help="sweeps to run (default: all, round-robin)")
-    w.add_argument("--seeds", default="0", help="comma list of seeds (default 0)")
-    w.add_argument("--jobs", type=int, default=2, help="processes at once (default 2)")
-    w.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
-    w.add_argument("--out", required=True, help="directory holding one directory per sweep")
-    w.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
+    w.add_argument("names", nargs="*", help="sweeps to run (default: all, in icl_meta.sweeps.QUEUE order)")
+    add_pool_flags(w, "directory holding one directory per sweep")
     w.set_defaults(func=cmd_sweeps)
     b = sub.add_parser("bench", help="training steps/s and the fraction of matmul throughput reached")
     b.add_argument("--steps", type=int, default=300)

@@ -158,6 +158,7 @@ def plot_sweep(ax: plt.Axes, runs, field: str, column: str = "acc", ylabel: str 
 
 PATTERN_COLOURS = {"1 → 2 → 3": "#4c9a5b", "1 → 2": "#9cc7a4", "1 → 3": "#e0a458", "2 → 3": "#6a8fc7",
                    "1": "#d9d9d9", "2": "#b7c9e6", "3": "#c98bb9", "none": "#ffffff"}
+NOT_RUN = "#f2f2f2"
 
 
 def pattern_key(seen: tuple[int, ...]) -> str:
@@ -172,9 +173,9 @@ def plot_phase_map(ax: plt.Axes, xs: list, ys: list, cells: list[list[list]], pr
     of its own (predicted[y, x] False) hatched and fenced off by a black line."""
     for j, row in enumerate(cells):
         for i, cell in enumerate(row):
-            key = pattern_key(cell[0].seen) if cell else "none"
-            ax.add_patch(plt.Rectangle((i - 0.5, j - 0.5), 1, 1, color=PATTERN_COLOURS.get(key, "#ffffff"),
-                                       hatch=None if predicted[j, i] else "//", ec="#555555" if not predicted[j, i] else None))
+            colour = PATTERN_COLOURS.get(pattern_key(cell[0].seen), "#ffffff") if cell else NOT_RUN
+            ax.add_patch(plt.Rectangle((i - 0.5, j - 0.5), 1, 1, fc=colour, lw=0, ec="#555555",
+                                       hatch=None if predicted[j, i] else "//"))
             text = "\n".join(s.seen_text for s in cell) if cell else "not run"
             ax.text(i, j, text, ha="center", va="center", fontsize=8)
     for j in range(len(ys)):
