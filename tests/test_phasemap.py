@@ -1,5 +1,6 @@
 """Phase naming, the phase table and the phase maps, on synthetic runs whose phases are known."""
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +47,12 @@ def test_summarise_three_phases_and_a_climb_cut_by_the_window():
     assert s.seen == (1, 2) and s.rising == 2 and s.seen_text == "1 → (2)"
 
 
+def test_the_strict_variant_keeps_a_short_plateau_the_robust_rule_merges():
+    short = run_with([0.03, 0.36, 0.80], [(1000, 2000), (2800, 8000)])
+    s = summarise(short, CEIL)
+    assert s.seen == (2,) and s.strict.seen == (1, 2) and s.both_text == "2 [strict: 1 → 2]"
+
+
 def test_truncated_cuts_the_metrics_only():
     r = truncated(THREE, 5000)
     assert r.steps[-1] == 5000 and len(r.metrics["acc"]) == 51 and len(THREE.metrics["acc"]) == len(STEPS)
@@ -74,6 +81,9 @@ def test_judge_sequences_and_skips():
     seeds = [[_summary((2, 3), 1.0)] * 2, [_summary((2, 3), 1.0), _summary((), 0.05)],
              [_summary((2, 3), 1.0), _summary((), 0.05), _summary((1, 3), 1.0)]]
     assert [paper_check("x", s, claim, "p").ok for s in seeds] == [True, None, False]
+    split = dataclasses.replace(_summary((2, 3), 1.0), strict=_summary((1, 2, 3), 1.0))
+    check = paper_check("x", [split], claim, "p")
+    assert check.ok is None and "[strict: 1 → 2 → 3]" in check.ours and "disagree" in check.ours
 
 
 def test_phase_table_lists_plateaus_against_ceilings_and_the_paper():

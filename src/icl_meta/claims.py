@@ -257,7 +257,7 @@ def dashboard(n_mc: int = 5_000) -> list[tuple[str, Check]]:
     ref = runs[0]
     sets = ref.eval_sets()
     tables = {k: surgery_table(ref.model(s), sets, standard_edits()) for k, s in phase_steps(ref).items()}
-    data = sweep_summaries(SWEEP_NAMES, n_mc=n_mc)
+    data = sweep_summaries(SWEEP_NAMES)
     sections = [
         (FIGURES[0][2], phase_checks(runs)),
         (FIGURES[1][2], [c for run in runs for c in circuit_checks(run)]),
@@ -270,7 +270,7 @@ def dashboard(n_mc: int = 5_000) -> list[tuple[str, Check]]:
                                "needs the Hugging Face Hub (Colab); offline the chapter runs a smoke test", "–", None)]),
         (FIGURES[7][2], data_checks(DATA_CHAPTERS[0], data)),
         (FIGURES[8][2], data_checks(DATA_CHAPTERS[1], data)),
-        (FIGURES[9][2], [c for name, label in MAPS.items() for c in map_checks(label, *phase_map(name, data, n_mc)[2:])]),
+        (FIGURES[9][2], [c for name, label in MAPS.items() for c in map_checks(label, *phase_map(name, data)[2:])]),
     ]
     return [(where, c) for where, checks in sections for c in checks]
 

@@ -23,7 +23,7 @@ from .bayes import CEILINGS, ceilings
 from .config import Config
 from .probes import log_smoothed, paper_boundaries, phases, robust_boundaries
 from .report import Check
-from .runs import Run
+from .runs import Run, shipped
 from .sweeps import WINDOW, setting_name, sweep
 
 # The sweeps each data chapter reads (10: tasks, classes, noise, Zipf; 11: burstiness, context length),
@@ -31,6 +31,11 @@ from .sweeps import WINDOW, setting_name, sweep
 DATA_CHAPTERS = (("tasks", "classes", "noise", "class_zipf", "task_zipf"), ("burstiness", "context"))
 MAPS = {"map_classes_noise": "(K, ε)", "map_tasks_context": "(T, N)"}
 PHASE_OF_CEILING = dict(zip(CEILINGS, (1, 2, 3)))
+# Monte-Carlo samples for the ceilings that name plateaus: fixed, so that every chapter and the intro
+# name a plateau the same way (sampling error about 0.003).
+N_MC = 20_000
+# Config fields that set how long a run is and which seed it draws, not what setting it trains.
+RUN_FIELDS = {"seed", "steps", "early_stop_acc", "n_checkpoints"}
 # Two ceilings closer than this leave no room for a plateau between them: it is the robust rule's
 # smallest transition (probes.robust_boundaries, min_rise), 7 standard errors of a 2048-sequence accuracy.
 MIN_GAP = 0.05
@@ -51,15 +56,17 @@ def name_plateau(level: float, ceil: dict[str, float]) -> int:
 
 @dataclass(frozen=True)
 class Summary:
-    """What one run shows over the window: transitions, plateaus and the phases they are named as."""
+    """What one run shows over the window by one variant of the robust rule: transitions, plateaus and
+    the phases they are named as; `strict` holds the same by the strict variant (no merging)."""
 
     run: Run
     ceilings: dict[str, float]
-    transitions: list[tuple[int, int]]  # robust rule
+    transitions: list[tuple[int, int]]
     paper_transitions: int  # number of transitions by the paper's fixed-Δt rule
     levels: dict[int, float]  # phase name -> plateau level (the last plateau of that name)
     final_acc: float
     rising: int | None  # name of the final accuracy if a transition was still under way at the end
+    strict: "Summary | None" = None
 
     @property
     def seen(self) -> tuple[int, ...]:
@@ -71,13 +78,23 @@ class Summary:
         text = [str(k) for k in self.levels] + ([f"({self.rising})"] if self.rising is not None else [])
         return " → ".join(text) or "none"
 
+    @property
+    def both_text(self) -> str:
+        """seen_text, and the strict variant's where it differs."""
+        if self.strict is None or self.strict.seen_text == self.seen_text:
+            return self.seen_text
+        return f"{self.seen_text} [strict: {self.strict.seen_text}]"
 
-def summarise(run: Run, ceil: dict[str, float] | None = None, window: int = WINDOW, n_mc: int = 20_000) -> Summary:
-    """The run's phases over the first `window` steps (ceilings of its own instance unless given)."""
+
+def summarise(run: Run, ceil: dict[str, float] | None = None, window: int = WINDOW, n_mc: int = N_MC,
+              merge_gap: int = 1) -> Summary:
+    """The run's phases over the first `window` steps (ceilings of its own instance unless given), by
+    the robust rule with merge_gap (default: chapter 3's), and by its strict variant (merge_gap 0: two
+    rises one grid point apart stay two, so a plateau as short as a tenth of a decade counts)."""
     run = truncated(run, window)
     ceil = ceilings(run.config, run.instance(), n=n_mc) if ceil is None else ceil
     steps, acc = run.steps, run.metrics["acc"]
-    tr = robust_boundaries(steps, acc)
+    tr = robust_boundaries(steps, acc, merge_gap=merge_gap)
     levels: dict[int, float] = {}
     for ph in phases(steps, acc, tr):
         if ph.index >= 1:
@@ -90,7 +107,8 @@ def summarise(run: Run, ceil: dict[str, float] | None = None, window: int = WIND
         rising = name_plateau(final, ceil)
         if rising in levels and rising == list(levels)[-1]:
             rising = None  # still creeping up within the phase it is in
-    return Summary(run, ceil, tr, len(paper_boundaries(steps, acc)), levels, final, rising)
+    strict = summarise(run, ceil, window, merge_gap=0) if merge_gap else None
+    return Summary(run, ceil, tr, len(paper_boundaries(steps, acc)), levels, final, rising, strict)
 
 
 def setting_label(cfg: Config, fields: tuple[str, ...]) -> str:
@@ -117,14 +135,13 @@ PAPER_SEEN = {
     "context": {"num_seq-2": (THREE, "phases"), "num_seq-8": (THREE, "phases up to N = 8"),
                 "num_seq-16": (("sequence", (3,)), "single phase at N ≥ 16")},
 }
-TOP_CEILING = {1: "query_only", 2: "label_multiset", 3: "full_pairs"}
+TOP_CEILING = {k: c for c, k in PHASE_OF_CEILING.items()}
 
 
 def changed_label(cfg: Config) -> str:
     """The fields a config changes from the defaults, run length and seed aside ('default' if none)."""
     default = Config()
-    skip = {"seed", "steps", "early_stop_acc", "n_checkpoints"}
-    changed = [f for f in cfg.to_dict() if f not in skip and getattr(cfg, f) != getattr(default, f)]
+    changed = [f for f in cfg.to_dict() if f not in RUN_FIELDS and getattr(cfg, f) != getattr(default, f)]
     return setting_label(cfg, tuple(changed)) if changed else "default"
 
 
@@ -134,8 +151,8 @@ def phase_table(summaries: list[Summary], name: str | None = None) -> str:
     (PAPER_SEEN); without a name, by what they change from the defaults."""
     fields = sweep(name).fields if name else None
     paper = PAPER_SEEN.get(name, {})
-    lines = ["| setting | seed | phases seen | transitions (robust / paper rule) | Phase-1 plateau / ceiling "
-             "| Phase-2 plateau / ceiling | accuracy at the end | paper |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| setting | seed | phases seen | strict rule | transitions (robust / paper rule) | Phase-1 plateau / "
+             "ceiling | Phase-2 plateau / ceiling | accuracy at the end | paper |", "|---|---|---|---|---|---|---|---|---|"]
     for s in summaries:
         cfg = s.run.config
         cells = []
@@ -143,7 +160,8 @@ def phase_table(summaries: list[Summary], name: str | None = None) -> str:
             cells.append(f"{s.levels[k]:.3f} / {s.ceilings[c]:.3f}" if k in s.levels else f"– / {s.ceilings[c]:.3f}")
         label = setting_label(cfg, fields) if fields else changed_label(cfg)
         words = paper.get(setting_name({f: getattr(cfg, f) for f in fields}), ("", ""))[1] if fields else ""
-        lines.append(f"| {label} | {cfg.seed} | {s.seen_text} | {len(s.transitions)} / {s.paper_transitions} "
+        strict = s.strict.seen_text if s.strict else "–"
+        lines.append(f"| {label} | {cfg.seed} | {s.seen_text} | {strict} | {len(s.transitions)} / {s.paper_transitions} "
                      f"| {cells[0]} | {cells[1]} | {s.final_acc:.3f} | {words} |")
     return "\n".join(lines)
 
@@ -166,11 +184,16 @@ def judge(s: Summary, claim: tuple[str, tuple[int, ...]]) -> bool | None:
 
 
 def paper_check(what: str, summaries: list[Summary], claim: tuple[str, tuple[int, ...]], paper: str) -> Check:
-    """A PAPER_SEEN claim over every seed of a setting: matched if all match, not if any does not."""
-    verdicts = [judge(s, claim) for s in summaries]
-    ours = "; ".join(s.seen_text for s in summaries)
-    if None in verdicts and False not in verdicts:
+    """A PAPER_SEEN claim over every seed of a setting, by the robust rule and its strict variant:
+    matched if both match for every seed, not matched if both fail for some seed, else not comparable."""
+    robust = [judge(s, claim) for s in summaries]
+    strict = [judge(s.strict or s, claim) for s in summaries]
+    ours = "; ".join(s.both_text for s in summaries)
+    if robust != strict:
+        ours += " (the two rules disagree)"
+    elif None in robust and False not in robust:
         ours += " (window ended before it could tell)"
+    verdicts = [r if r == st else None for r, st in zip(robust, strict)]
     seeds = f"{len(summaries)} seed{'s' * (len(summaries) > 1)}, {WINDOW:,} steps"
     ok = False if False in verdicts else (None if None in verdicts else True)
     return Check(what, paper, ours, seeds, ok)
@@ -188,15 +211,21 @@ def sweep_checks(name: str, summaries: list[Summary]) -> list[Check]:
 
 
 def first_plateau_checks(summaries: list[Summary]) -> list[Check]:
-    """Paper Fig. 7a, 18: the first plateau sits near 1/T. Ours: its level, next to the query-only ceiling,
-    which is what a memorised query can reach (a little above 1/T: tasks can share a class's label)."""
+    """Paper Fig. 7a, 18: the first plateau sits near 1/T. Ours: its level by the robust rule and the
+    strict variant, next to the query-only ceiling, which is what a memorised query can reach (a
+    little above 1/T: tasks can share a class's label). Not comparable where the rules disagree."""
+    def fmt(v):
+        return "none" if v is None else f"{v:.3f}"
+
     checks = []
     for T in sorted({s.run.config.num_tasks for s in summaries if s.run.config.num_tasks > 1}):
         same = [s for s in summaries if s.run.config.num_tasks == T]
-        levels = [s.levels.get(1) for s in same]
-        ours = ", ".join("none" if v is None else f"{v:.3f}" for v in levels)
+        robust = [s.levels.get(1) for s in same]
+        strict = [(s.strict or s).levels.get(1) for s in same]
+        ours = ", ".join(fmt(r) if fmt(r) == fmt(st) else f"{fmt(r)} [strict: {fmt(st)}]" for r, st in zip(robust, strict))
         ceil = np.mean([s.ceilings["query_only"] for s in same])
-        ok = all(v is not None and abs(v - 1 / T) <= 0.05 for v in levels)
+        near = [[v is not None and abs(v - 1 / T) <= 0.05 for v in vals] for vals in (robust, strict)]
+        ok = all(near[0]) if near[0] == near[1] else None
         checks.append(Check(f"T={T}: Phase-1 plateau", f"≈ 1/T = {1 / T:.3f}", f"{ours} (query-only ceiling {ceil:.3f})",
                             f"{len(same)} seed{'s' * (len(same) > 1)}", ok))
     return checks
@@ -246,14 +275,14 @@ def data_checks(names: tuple[str, ...], summaries: list[Summary]) -> list[Check]
     return checks
 
 
-def phase2_gap(cfg: Config, n_mc: int = 20_000) -> float:
+def phase2_gap(cfg: Config, n_mc: int = N_MC) -> float:
     """How far the SCC ceiling stands from its neighbours: min(label multiset - query only, full pairs -
     label multiset). Below MIN_GAP the ceilings predict Phase 2 cannot show as a plateau of its own."""
     c = ceilings(cfg, n=n_mc)
     return min(c["label_multiset"] - c["query_only"], c["full_pairs"] - c["label_multiset"])
 
 
-def phase_map(name: str, summaries: list[Summary], n_mc: int = 20_000) -> tuple[list, list, list, np.ndarray]:
+def phase_map(name: str, summaries: list[Summary], n_mc: int = N_MC) -> tuple[list, list, list, np.ndarray]:
     """The 2-D phase map of a map sweep: axis values (the sweep's values and the default), cells[y][x]
     holding the summaries of every seed run at that setting (on-axis ones come from the 1-D sweeps and
     the default runs), and predicted[y, x]: whether the Bayes ceilings leave Phase 2 a plateau of its
@@ -283,19 +312,16 @@ def map_checks(label: str, cells: list[list[list[Summary]]], predicted: np.ndarr
                   f"{agree} of {decided} runs that reached Phase 3", "all seeds", None if not decided else agree == decided)]
 
 
-def sweep_summaries(names: tuple[str, ...], n_mc: int = 20_000, window: int = WINDOW) -> list[Summary]:
+def sweep_summaries(names: tuple[str, ...], n_mc: int = N_MC, window: int = WINDOW) -> list[Summary]:
     """Summaries of the shipped runs of the named sweeps plus the shipped default runs (the setting every
     sweep varies away from), sorted by setting then seed."""
-    from .runs import shipped
-
     runs = [r for name in names for r in shipped(name)] + shipped("default")
-    length = {"steps", "early_stop_acc", "n_checkpoints", "seed"}
-    key = lambda r: (sorted((k, str(v)) for k, v in r.config.to_dict().items() if k not in length), r.config.seed)
+    key = lambda r: (sorted((k, v) for k, v in r.config.to_dict().items() if k not in RUN_FIELDS), r.config.seed)
     return [summarise(r, n_mc=n_mc, window=window) for r in sorted(runs, key=key)]
 
 
 def varied(summaries: list[Summary], fields: tuple[str, ...]) -> list[Summary]:
     """The summaries whose config differs from the default in no field but `fields` (and seed/length)."""
     default = Config().to_dict()
-    ignore = set(fields) | {"seed", "steps", "early_stop_acc", "n_checkpoints"}
+    ignore = set(fields) | RUN_FIELDS
     return [s for s in summaries if all(v == default[k] for k, v in s.run.config.to_dict().items() if k not in ignore)]

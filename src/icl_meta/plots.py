@@ -176,7 +176,7 @@ def plot_phase_map(ax: plt.Axes, xs: list, ys: list, cells: list[list[list]], pr
             colour = PATTERN_COLOURS.get(pattern_key(cell[0].seen), "#ffffff") if cell else NOT_RUN
             ax.add_patch(plt.Rectangle((i - 0.5, j - 0.5), 1, 1, fc=colour, lw=0, ec="#555555",
                                        hatch=None if predicted[j, i] else "//"))
-            text = "\n".join(s.seen_text for s in cell) if cell else "not run"
+            text = "\n".join(s.both_text.replace(" [", "\n[") for s in cell) if cell else "not run"
             ax.text(i, j, text, ha="center", va="center", fontsize=8)
     for j in range(len(ys)):
         for i in range(len(xs)):
