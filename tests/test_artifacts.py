@@ -55,12 +55,16 @@ def test_shipped_run_first_steps_match_the_code(path, tmp_path):
 
 def test_dashboard_covers_every_chapter_and_experiment():
     """The intro's dashboard recomputes a check for every chapter that has one, from every shipped
-    experiment, with a verdict (only the offline LLM row is 'not comparable')."""
+    experiment, with a verdict. 'Not comparable' is allowed only for the offline LLM row (always) and the
+    data chapters (10-12), whose 60k-step window or disagreeing phase rules can leave a claim open."""
     rows = dashboard(n_mc=2_000)
     chapters = {where for where, _ in rows}
     assert chapters == {ch for _, _, ch, _ in FIGURES if ch is not None}
     assert {p.parent.name for p in SHIPPED} == {"default", "masks", "scc_theory", "induction", "induction_k1024", *SWEEP_NAMES}
+    open_ok = {FIGURES[i][2] for i in (7, 8, 9)}
     for where, c in rows:
         assert c.ours and c.paper
-        assert (c.ok is None) == (where == "9. LLM"), c
+        assert c.ok is not None or where == "9. LLM" or where in open_ok, c
+        if where == "9. LLM":
+            assert c.ok is None
     assert dashboard_table(rows).count("\n") == len(rows) + 1 + sum(ch is None for _, _, ch, _ in FIGURES)
