@@ -4,22 +4,27 @@ import pytest
 
 from icl_meta import load_run
 from icl_meta.cli import main
-from icl_meta.sweeps import QUEUE, SWEEP_NAMES, WINDOW, plan, setting_name, sweep
+from icl_meta.sweeps import ARCH_SWEEPS, DATA_SWEEPS, QUEUE, WINDOW, plan, setting_name, sweep
 
 from conftest import TINY
 
 
 def test_plan_puts_every_figure_first_and_is_validated_and_unique(tmp_path):
-    """The first runs cover every one-knob sweep; seeds run one after the other; directories are distinct."""
+    """The first runs cover every one-knob data sweep; seeds run one after the other; directories are distinct;
+    only the architecture runs keep checkpoints along training."""
     jobs = plan(tmp_path, seeds=(0, 1))
     assert len(jobs) == 2 * len(QUEUE)
     assert len({out for _, out in jobs}) == len(jobs)
-    one_knob = [n for n in SWEEP_NAMES if not n.startswith("map_")]
+    one_knob = [n for n in DATA_SWEEPS if not n.startswith("map_")]
     assert {out.parent.name for _, out in jobs[:len(one_knob)]} == set(one_knob)
     assert [c.seed for c, _ in jobs] == [0] * len(QUEUE) + [1] * len(QUEUE)
     cfg, out = jobs[0]
     assert out == tmp_path / "tasks" / "num_tasks-1__seed-0" and cfg.num_tasks == 1 and cfg.steps == WINDOW
     assert all(c.early_stop_acc == 0.99 for c, _ in jobs)
+    assert {c.n_checkpoints for c, out in jobs if out.parent.name in ARCH_SWEEPS} == {12}
+    assert {c.n_checkpoints for c, out in jobs if out.parent.name in DATA_SWEEPS} == {0}
+    heads = [c.n_heads for c, out in jobs if out.parent.name == "heads" and c.seed == 0]
+    assert sorted(heads) == [2, 4, 8, 16] and {c.n_layers for c, out in jobs if out.parent.name == "depth"} == {3, 4, 5}
 
 
 def test_sweep_fields_and_unknown_name():

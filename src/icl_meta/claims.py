@@ -14,7 +14,7 @@ from .phasemap import DATA_CHAPTERS, MAPS, data_checks, map_checks, phase_map, s
 from .report import Check
 from .runs import shipped
 from .surgery import standard_edits, surgery_checks, surgery_table
-from .sweeps import SWEEP_NAMES
+from .sweeps import DATA_SWEEPS
 
 # Plateau accuracy of each phase in the paper's default setting (Fig. 2 left, Table 1).
 PAPER_LEVELS = {1: (0.30, 0.40), 2: (0.70, 0.80), 3: (0.99, 1.0)}
@@ -257,7 +257,7 @@ def dashboard(n_mc: int = 5_000) -> list[tuple[str, Check]]:
     ref = runs[0]
     sets = ref.eval_sets()
     tables = {k: surgery_table(ref.model(s), sets, standard_edits()) for k, s in phase_steps(ref).items()}
-    data = sweep_summaries(SWEEP_NAMES)
+    data = sweep_summaries(DATA_SWEEPS)
     sections = [
         (FIGURES[0][2], phase_checks(runs)),
         (FIGURES[1][2], [c for run in runs for c in circuit_checks(run)]),

@@ -1,4 +1,5 @@
-"""The data-property sweeps (SPEC Fig 7, 15, 18, 19 and the phase maps of the data chapters), declared once.
+"""The sweeps of the data chapters (SPEC Fig 7, 15, 18, 19, phase maps) and the architecture chapters
+(Fig 8, 9, 16, 17, 20-23), declared once.
 
 `icl-meta sweeps --out runs` trains every run of `QUEUE` that is not finished yet, several processes at
 once, into `runs/<sweep>/<setting>__seed-S`; it resumes interrupted runs, so the same command continues a
@@ -19,10 +20,15 @@ from .config import Config
 WINDOW = 60_000
 # What every sweep run shares beyond its setting: the window, stop once solved, only the final checkpoint.
 RUN_DEFAULTS = {"steps": WINDOW, "early_stop_acc": 0.99, "n_checkpoints": 0}
+# The architecture chapters draw attention maps along training, so their runs keep log-spaced checkpoints
+# (the head-role timelines read the metrics, which every run logs at each evaluation).
+ARCH_SWEEPS = ("heads", "depth", "standard", "all_labels")
+SWEEP_RUN_DEFAULTS = {name: {"n_checkpoints": 12} for name in ARCH_SWEEPS}
 
 FIGURES = {"tasks": "Fig 7a, 18", "classes": "Fig 7b", "noise": "Fig 7c", "class_zipf": "Fig 7d",
            "task_zipf": "Fig 7e", "burstiness": "Fig 15", "context": "Fig 19",
-           "map_classes_noise": "phase map (K, ε)", "map_tasks_context": "phase map (T, N)"}
+           "map_classes_noise": "phase map (K, ε)", "map_tasks_context": "phase map (T, N)",
+           "heads": "Fig 8, 9, 16, 17", "depth": "Fig 22, 23", "standard": "Fig 20", "all_labels": "Fig 21"}
 QUEUE = (
     # one point of every one-knob figure
     ("tasks", {"num_tasks": 1}), ("classes", {"num_classes": 32}), ("noise", {"eps": 1.0}),
@@ -40,6 +46,10 @@ QUEUE = (
     ("map_tasks_context", {"num_tasks": 2, "num_seq": 8}), ("map_tasks_context", {"num_tasks": 6, "num_seq": 8}),
     # in between
     ("burstiness", {"p_bursty": 0.5}), ("tasks", {"num_tasks": 4}),
+    # architecture: the paper's headline cases first (2 heads, 3 layers, standard block, all-label loss)
+    ("heads", {"n_heads": 2}), ("depth", {"n_layers": 3}), ("standard", {"block": "standard"}),
+    ("all_labels", {"readout": "all_labels"}), ("heads", {"n_heads": 4}), ("depth", {"n_layers": 5}),
+    ("heads", {"n_heads": 16}), ("heads", {"n_heads": 8}), ("depth", {"n_layers": 4}),
 )
 
 
@@ -58,6 +68,7 @@ class Sweep:
 
 
 SWEEP_NAMES = tuple(FIGURES)
+DATA_SWEEPS = tuple(n for n in SWEEP_NAMES if n not in ARCH_SWEEPS)
 
 
 def setting_name(changes: dict) -> str:
@@ -77,6 +88,6 @@ def plan(out: str | Path, names: tuple[str, ...] = SWEEP_NAMES, seeds: tuple[int
     """Every (config, run directory) of the named sweeps in QUEUE order, seed by seed; all validated."""
     for name in names:
         sweep(name)
-    return [(Config(**{**RUN_DEFAULTS, "seed": seed, **changes}).validate(),
+    return [(Config(**{**RUN_DEFAULTS, **SWEEP_RUN_DEFAULTS.get(name, {}), "seed": seed, **changes}).validate(),
              Path(out) / name / setting_name({**changes, "seed": seed}))
             for seed in seeds for name, changes in QUEUE if name in names]
