@@ -5,7 +5,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from icl_meta import mask_matrix
 from icl_meta.exercises import SOLUTION_TAG, check_labels, check_mask, check_metrics, main

@@ -243,8 +243,20 @@ def test_compact_drops_resume_state_and_optionally_checkpoints(tiny_cfg, tmp_pat
     assert load_run(run.path).checkpoint_steps == [] and load_run(run.path).provenance["dropped_checkpoints"] == before
     with pytest.raises(ValueError, match="checkpoints must be one of"):
         compact(run.path, checkpoints="some")
+    with pytest.raises(ValueError, match="or an int >= 2"):
+        compact(run.path, checkpoints=1)
     prov = json.loads((run.path / "provenance.json").read_text())
     prov["finished"] = False
     (run.path / "provenance.json").write_text(json.dumps(prov))
     with pytest.raises(ValueError, match="path must be a finished run"):
         compact(run.path)
+
+
+def test_compact_keeps_k_checkpoints_spread_over_the_run(tiny_cfg, tmp_path):
+    """An int keeps that many checkpoints, evenly over the log-spaced ones, the first and the last included."""
+    run = train(tiny_cfg.replace(n_checkpoints=6), tmp_path / "r", progress=False)
+    before = run.checkpoint_steps
+    compact(run.path, checkpoints=3)
+    kept = load_run(run.path).checkpoint_steps
+    assert len(kept) == 3 and kept[0] == before[0] and kept[-1] == before[-1] and kept[1] in before[1:-1]
+    assert sorted(kept + load_run(run.path).provenance["dropped_checkpoints"]) == before

@@ -10,11 +10,11 @@ import numpy as np
 from .bayes import ceilings, scc_theory_accuracy
 from .config import CIRCUITS
 from .probes import METRICS, Phase, induction_score
-from .phasemap import DATA_CHAPTERS, MAPS, data_checks, map_checks, phase_map, sweep_summaries
+from .phasemap import DATA_CHAPTERS, MAPS, data_checks, map_checks, phase_map, sweep_summaries, varied
 from .report import Check
 from .runs import shipped
 from .surgery import standard_edits, surgery_checks, surgery_table
-from .sweeps import DATA_SWEEPS
+from .sweeps import ARCH_SWEEPS, DATA_SWEEPS
 
 # Plateau accuracy of each phase in the paper's default setting (Fig. 2 left, Table 1).
 PAPER_LEVELS = {1: (0.30, 0.40), 2: (0.70, 0.80), 3: (0.99, 1.0)}
@@ -241,7 +241,10 @@ FIGURES = [
     ("Fig 7a-e, 18", "tasks, classes, noise and Zipf skip or delay phases", "10. Data properties I", None),
     ("Fig 15, 19", "bursty contexts skip Phase 1, p_B smooths; one phase at N ≥ 16", "11. Data properties II", None),
     ("Phase maps (ours)", "Phase 2 shows where the Bayes ceilings leave it room", "12. Phase maps", None),
-    ("Fig 8, 9, 16, 17, 20-23", "heads, depth, standard transformer, all-label loss", None, 6),
+    ("Fig 8, 9, 16, 17", "only 1 head shows phases; the heads of smooth models still switch abruptly",
+     "13. Heads", None),
+    ("Fig 20-23", "phases at depth 2-3, smooth at 4-5; standard block and all-label loss keep the phases",
+     "14. Depth and blocks", None),
 ]
 
 
@@ -251,6 +254,8 @@ def dashboard(n_mc: int = 5_000) -> list[tuple[str, Check]]:
     The LLM claim is only measurable where the Hugging Face Hub is reachable; here it is a row that
     says so. n_mc: Monte-Carlo samples for the Bayes ceilings.
     """
+    from .architecture import block_checks, depth_checks, head_checks, readout_checks  # it builds on this module
+
     runs = shipped("default")
     per_seed = [ceilings(r.config, r.instance(), n=n_mc) for r in runs]
     ceil = {k: float(np.mean([c[k] for c in per_seed])) for k in per_seed[0]}
@@ -258,6 +263,7 @@ def dashboard(n_mc: int = 5_000) -> list[tuple[str, Check]]:
     sets = ref.eval_sets()
     tables = {k: surgery_table(ref.model(s), sets, standard_edits()) for k, s in phase_steps(ref).items()}
     data = sweep_summaries(DATA_SWEEPS)
+    arch = sweep_summaries(ARCH_SWEEPS)
     sections = [
         (FIGURES[0][2], phase_checks(runs)),
         (FIGURES[1][2], [c for run in runs for c in circuit_checks(run)]),
@@ -271,6 +277,9 @@ def dashboard(n_mc: int = 5_000) -> list[tuple[str, Check]]:
         (FIGURES[7][2], data_checks(DATA_CHAPTERS[0], data)),
         (FIGURES[8][2], data_checks(DATA_CHAPTERS[1], data)),
         (FIGURES[9][2], [c for name, label in MAPS.items() for c in map_checks(label, *phase_map(name, data)[2:])]),
+        (FIGURES[10][2], head_checks(varied(arch, ("n_heads",)))),
+        (FIGURES[11][2], depth_checks(varied(arch, ("n_layers",))) + block_checks(varied(arch, ("block",)))
+         + readout_checks(varied(arch, ("readout",)))),
     ]
     return [(where, c) for where, checks in sections for c in checks]
 

@@ -114,7 +114,7 @@ def summarise(run: Run, ceil: dict[str, float] | None = None, window: int = WIND
 def setting_label(cfg: Config, fields: tuple[str, ...]) -> str:
     """'T=2, N=8' style label of the given fields."""
     short = {"num_tasks": "T", "num_classes": "K", "num_seq": "N", "eps": "ε", "alpha": "α", "beta": "β",
-             "burstiness": "B", "p_bursty": "p_B"}
+             "burstiness": "B", "p_bursty": "p_B", "n_heads": "H", "n_layers": "layers"}
     return ", ".join(f"{short.get(f, f)}={getattr(cfg, f)}" for f in fields)
 
 
@@ -145,12 +145,14 @@ def changed_label(cfg: Config) -> str:
     return setting_label(cfg, tuple(changed)) if changed else "default"
 
 
-def phase_table(summaries: list[Summary], name: str | None = None) -> str:
+def phase_table(summaries: list[Summary], name: str | None = None, words: dict[str, str] | None = None) -> str:
     """Markdown: setting -> phases seen -> Phase-1 and Phase-2 plateaus against their Bayes ceilings.
     For one sweep (name), settings are labelled by its fields, next to what the paper reports for them
-    (PAPER_SEEN); without a name, by what they change from the defaults."""
+    (`words` by setting name, default: the words of PAPER_SEEN); without a name, by what they change
+    from the defaults."""
     fields = sweep(name).fields if name else None
-    paper = PAPER_SEEN.get(name, {})
+    if words is None:
+        words = {k: w for k, (_, w) in PAPER_SEEN.get(name, {}).items()}
     lines = ["| setting | seed | phases seen | strict rule | transitions (robust / paper rule) | Phase-1 plateau / "
              "ceiling | Phase-2 plateau / ceiling | accuracy at the end | paper |", "|---|---|---|---|---|---|---|---|---|"]
     for s in summaries:
@@ -159,10 +161,10 @@ def phase_table(summaries: list[Summary], name: str | None = None) -> str:
         for k, c in ((1, "query_only"), (2, "label_multiset")):
             cells.append(f"{s.levels[k]:.3f} / {s.ceilings[c]:.3f}" if k in s.levels else f"– / {s.ceilings[c]:.3f}")
         label = setting_label(cfg, fields) if fields else changed_label(cfg)
-        words = paper.get(setting_name({f: getattr(cfg, f) for f in fields}), ("", ""))[1] if fields else ""
+        paper = words.get(setting_name({f: getattr(cfg, f) for f in fields}), "") if fields else ""
         strict = s.strict.seen_text if s.strict else "–"
         lines.append(f"| {label} | {cfg.seed} | {s.seen_text} | {strict} | {len(s.transitions)} / {s.paper_transitions} "
-                     f"| {cells[0]} | {cells[1]} | {s.final_acc:.3f} | {words} |")
+                     f"| {cells[0]} | {cells[1]} | {s.final_acc:.3f} | {paper} |")
     return "\n".join(lines)
 
 
@@ -194,9 +196,13 @@ def paper_check(what: str, summaries: list[Summary], claim: tuple[str, tuple[int
     elif None in robust and False not in robust:
         ours += " (window ended before it could tell)"
     verdicts = [r if r == st else None for r, st in zip(robust, strict)]
-    seeds = f"{len(summaries)} seed{'s' * (len(summaries) > 1)}, {WINDOW:,} steps"
     ok = False if False in verdicts else (None if None in verdicts else True)
-    return Check(what, paper, ours, seeds, ok)
+    return Check(what, paper, ours, seeds_text(len(summaries)), ok)
+
+
+def seeds_text(n: int, window: bool = True) -> str:
+    """'3 seeds, 60,000 steps': the seeds column of a sweep check."""
+    return f"{n} seed{'s' * (n > 1)}" + (f", {WINDOW:,} steps" if window else "")
 
 
 def sweep_checks(name: str, summaries: list[Summary]) -> list[Check]:
@@ -227,7 +233,7 @@ def first_plateau_checks(summaries: list[Summary]) -> list[Check]:
         near = [[v is not None and abs(v - 1 / T) <= 0.05 for v in vals] for vals in (robust, strict)]
         ok = all(near[0]) if near[0] == near[1] else None
         checks.append(Check(f"T={T}: Phase-1 plateau", f"≈ 1/T = {1 / T:.3f}", f"{ours} (query-only ceiling {ceil:.3f})",
-                            f"{len(same)} seed{'s' * (len(same) > 1)}", ok))
+                            seeds_text(len(same), window=False), ok))
     return checks
 
 

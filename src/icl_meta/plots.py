@@ -57,20 +57,38 @@ def plot_allowed(ax: plt.Axes, allowed: torch.Tensor, title: str) -> None:
     ax.set_ylabel("query", fontsize=8)
 
 
+def draw_map(ax: plt.Axes, p: torch.Tensor, title: str, fontsize: int = 7) -> None:
+    """One [S, S] attention map with the paper's token names: rows attend (query), columns are attended (key)."""
+    names = token_names((p.shape[-1] - 1) // 2)
+    ax.imshow(p.numpy(), cmap="viridis", vmin=0, vmax=1)
+    ax.set_xticks(range(len(names)), names, fontsize=fontsize)
+    ax.set_yticks(range(len(names)), names, fontsize=fontsize)
+    ax.set_xlabel("key", fontsize=fontsize + 1)
+    ax.set_ylabel("query", fontsize=fontsize + 1)
+    ax.set_title(title, fontsize=fontsize + 2)
+
+
 def plot_attention_maps(maps: list[torch.Tensor], num_seq: int, title: str = "", axes=None) -> plt.Figure:
     """Heat maps of batch-mean attention, one per layer (head 1), with the paper's token names."""
-    names = token_names(num_seq)
     if axes is None:
         fig, axes = plt.subplots(1, len(maps), figsize=(3.6 * len(maps), 3.4))
     axes = np.atleast_1d(axes)
     for li, (ax, p) in enumerate(zip(axes, maps)):
-        ax.imshow(p[0].numpy(), cmap="viridis", vmin=0, vmax=1)
-        ax.set_xticks(range(len(names)), names, fontsize=7)
-        ax.set_yticks(range(len(names)), names, fontsize=7)
-        ax.set_xlabel("key")
-        ax.set_ylabel("query")
-        ax.set_title(f"{title} layer {li + 1}".strip(), fontsize=9)
+        draw_map(ax, p[0], f"{title} layer {li + 1}".strip())
     return axes[0].figure
+
+
+def plot_head_maps(maps: list[torch.Tensor], title: str = "") -> plt.Figure:
+    """Every head's batch-mean attention map: one row per layer, one column per head."""
+    n_layers, n_heads = len(maps), maps[0].shape[0]
+    fig, axes = plt.subplots(n_layers, n_heads, figsize=(2.6 * n_heads + 0.6, 2.6 * n_layers), squeeze=False)
+    for li, p in enumerate(maps):
+        for hi in range(n_heads):
+            draw_map(axes[li, hi], p[hi], f"layer {li + 1}, head {hi + 1}", fontsize=6)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
 
 
 def plot_metric_curves(ax: plt.Axes, run, layer: int, head: int = 1) -> None:
@@ -194,3 +212,32 @@ def plot_phase_map(ax: plt.Axes, xs: list, ys: list, cells: list[list[list]], pr
     handles.append(plt.Rectangle((0, 0), 1, 1, fc="white", ec="#555555", hatch="//"))
     ax.legend(handles, [*PATTERN_COLOURS, "ceilings: no room for Phase 2"], fontsize=7, loc="upper left",
               bbox_to_anchor=(1.01, 1), title="phases seen", title_fontsize=8)
+
+
+# A head's role is drawn in the colour of the phase whose circuit uses it (heads.ROLES order).
+ROLE_COLOURS = {"NCC": PHASE_COLOURS[0], "SCC": PHASE_COLOURS[1], "FCC": PHASE_COLOURS[2], "other": "#ffffff"}
+
+
+def plot_head_roles(ax: plt.Axes, run, roles: np.ndarray, legend: bool = True) -> None:
+    """Timeline of head roles (heads.head_roles): one row per layer and head, steps on a log axis."""
+    from matplotlib.colors import ListedColormap
+
+    names = list(ROLE_COLOURS)
+    keep = run.steps > 0
+    s = run.steps[keep]
+    n_layers, n_heads = roles.shape[:2]
+    index = np.vectorize(names.index)(roles[:, :, keep]).reshape(n_layers * n_heads, -1)
+    edges = np.r_[s, s[-1] + (s[-1] - s[-2])]
+    ax.pcolormesh(edges, np.arange(n_layers * n_heads + 1), index, cmap=ListedColormap(list(ROLE_COLOURS.values())),
+                  vmin=-0.5, vmax=len(names) - 0.5)
+    ax.set_xscale("log")
+    ax.set_yticks(np.arange(n_layers * n_heads) + 0.5,
+                  [f"L{li + 1} H{hi + 1}" for li in range(n_layers) for hi in range(n_heads)], fontsize=7)
+    ax.axhline(n_heads, color="k", lw=1)
+    ax.invert_yaxis()
+    ax.set_xlabel("training step")
+    if not legend:
+        return
+    handles = [plt.Rectangle((0, 0), 1, 1, facecolor=c, edgecolor="#999999") for c in ROLE_COLOURS.values()]
+    ax.legend(handles, [f"{r}-like" if r != "other" else "other / mixed" for r in names], fontsize=7,
+              loc="upper left", bbox_to_anchor=(1.01, 1))

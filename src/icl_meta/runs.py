@@ -155,21 +155,26 @@ def shipped(name: str) -> list[Run]:
     return sorted(runs, key=lambda r: r.config.seed)
 
 
-def compact(path: str | os.PathLike, checkpoints: str = "all") -> None:
+def compact(path: str | os.PathLike, checkpoints: str | int = "all") -> None:
     """Drop what only resuming needs (the resume state) from a finished run before shipping it.
 
     checkpoints: "all" keeps every checkpoint, "last" only the final one, "none" none (a metrics-only
-    artifact); dropped steps are recorded in provenance.json.
+    artifact), an int k >= 2 keeps k spread evenly over the (log-spaced) checkpoints, the first and the
+    last included; dropped steps are recorded in provenance.json.
     """
-    if checkpoints not in ("all", "last", "none"):
-        raise ValueError(f"checkpoints must be one of 'all', 'last', 'none', got {checkpoints!r}")
+    if not (checkpoints in ("all", "last", "none") or (isinstance(checkpoints, int) and checkpoints >= 2)):
+        raise ValueError(f"checkpoints must be one of 'all', 'last', 'none' or an int >= 2, got {checkpoints!r}")
     path = Path(path)
     prov = json.loads((path / "provenance.json").read_text())
     if not prov.get("finished"):
         raise ValueError(f"path must be a finished run, got {path} (resume it first)")
     (path / "state.safetensors").unlink(missing_ok=True)
     steps = load_run(path).checkpoint_steps
-    drop = {"all": [], "last": steps[:-1], "none": steps}[checkpoints]
+    if isinstance(checkpoints, int):
+        keep = {steps[i] for i in np.linspace(0, len(steps) - 1, checkpoints).round().astype(int)} if steps else set()
+        drop = [s for s in steps if s not in keep]
+    else:
+        drop = {"all": [], "last": steps[:-1], "none": steps}[checkpoints]
     for step in drop:
         checkpoint_path(path, step).unlink()
     if drop:

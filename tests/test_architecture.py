@@ -1,0 +1,87 @@
+"""The architecture chapters' checks, on synthetic runs whose phases and heads are known."""
+
+from pathlib import Path
+
+import numpy as np
+
+from icl_meta import Config
+from icl_meta.architecture import (block_checks, fcc_location_check, head_checks, layer_metrics_at_end, phased,
+                                   readout_checks)
+from icl_meta.heads import uniform_metrics
+from icl_meta.phasemap import summarise
+from icl_meta.runs import Run
+from icl_meta.sweeps import WINDOW
+
+CEIL = {"query_only": 0.36, "label_multiset": 0.80, "full_pairs": 1.0}
+STEPS = np.arange(0, WINDOW + 1, 100)
+
+
+def synthetic(cfg: Config, levels, edges, heads: dict[str, tuple[float, float, int]] | None = None):
+    """A summarised run: accuracy holding `levels` and climbing linearly over `edges`; every head metric
+    at its uniform value except `heads`: column -> (before, after, step)."""
+    xs, ys = [0], [levels[0]]
+    for (a, b), lo, hi in zip(edges, levels, levels[1:]):
+        xs += [a, b]
+        ys += [lo, hi]
+    m = {"step": STEPS.astype(float), "acc": np.interp(STEPS, xs + [WINDOW], ys + [ys[-1]])}
+    for layer in range(1, cfg.n_layers + 1):
+        for head in range(1, cfg.n_heads + 1):
+            for name, u in uniform_metrics(cfg.num_seq).items():
+                m[f"L{layer}H{head}_{name}"] = np.full(len(STEPS), u)
+    for col, (before, after, step) in (heads or {}).items():
+        m[col] = np.where(STEPS < step, before, after)
+    return summarise(Run(Path("synthetic"), cfg, m, {}, []), CEIL)
+
+
+PHASED = ([0.03, 0.36, 0.80], [(1000, 2000), (20_000, 30_000)])
+SMOOTH = ([0.03, 0.85], [(2000, 50_000)])
+
+
+def test_heads_checks_phases_hidden_switch_scc_and_specialisation():
+    one = synthetic(Config(), *PHASED)
+    two = synthetic(Config(n_heads=2), *SMOOTH, {
+        "L1H1_bigram": (0.11, 0.95, 9000), "L2H1_bigram": (0.11, 0.99, 9000),
+        "L1H2_label_attention": (0.44, 0.95, 30_000), "L2H2_label_attention": (0.44, 0.97, 40_000)})
+    assert phased(one) and not phased(two)
+    checks = {c.what: c for c in head_checks([one, two])}
+    assert checks["n_heads=1: phases or smooth"].ok and checks["n_heads=2: phases or smooth"].ok
+    assert checks["H=2: head metric switches while accuracy rises smoothly"].ok
+    scc = checks["H=2: a head turns SCC-like"]
+    assert scc.ok and scc.ours == "L1 H2 at step 30,000"
+    spec = checks["H=2: heads take different roles"]
+    assert spec.ok and spec.ours == "L1: NCC, SCC; L2: SCC, FCC"
+
+
+def test_heads_checks_fail_when_the_two_heads_do_the_same():
+    two = synthetic(Config(n_heads=2), *PHASED, {"L1H1_bigram": (0.11, 0.95, 1500), "L1H2_bigram": (0.11, 0.95, 1500)})
+    checks = {c.what: c for c in head_checks([two])}
+    assert checks["n_heads=2: phases or smooth"].ok is False
+    assert checks["H=2: a head turns SCC-like"].ok is False
+    assert checks["H=2: heads take different roles"].ok is False
+
+
+def test_fcc_location_needs_a_solved_run_and_finds_the_layers():
+    heads = {"L1H1_chunk_example": (0.26, 0.9, 30_000), "L2H1_label_attention": (0.44, 0.95, 30_000)}
+    solved = synthetic(Config(n_layers=3), [0.03, 0.36, 1.0], [(1000, 2000), (20_000, 30_000)], heads)
+    assert layer_metrics_at_end(solved).shape == (3, 3)
+    check = fcc_location_check(solved)
+    assert check.ok and "most chunking in L1, most label attention in L2" in check.ours
+    assert fcc_location_check(synthetic(Config(n_layers=3), *PHASED, heads)).ok is None
+    swapped = {"L3H1_chunk_example": (0.26, 0.9, 30_000), "L2H1_label_attention": (0.44, 0.95, 30_000)}
+    solved_late = synthetic(Config(n_layers=3), [0.03, 0.36, 1.0], [(1000, 2000), (20_000, 30_000)], swapped)
+    assert fcc_location_check(solved_late).ok is False
+
+
+def test_block_and_readout_checks_leave_unreached_phases_open():
+    standard = synthetic(Config(block="standard"), *PHASED, {
+        "L1H1_bigram": (0.11, 0.95, 1500), "L2H1_bigram": (0.11, 0.95, 1500),
+        "L1H1_label_attention": (0.44, 0.0, 1500), "L2H1_label_attention": (0.44, 0.0, 1500)})
+    checks = block_checks([standard, synthetic(Config(), *PHASED)])
+    assert [c.what for c in checks] == [f"standard block: Phase {k} circuit ({n})" for k, n in
+                                        ((1, "NCC"), (2, "SCC"), (3, "FCC"))]
+    assert checks[0].ok and checks[2].ok is None and checks[2].ours == "not reached within the window"
+    query, every = synthetic(Config(), *PHASED), synthetic(Config(readout="all_labels"), *PHASED)
+    phases, final = readout_checks([query, every])
+    assert phases.ok and final.ok is None  # no query-loss run reached 99%: below 100% says nothing
+    solved = synthetic(Config(), [0.03, 0.36, 1.0], [(1000, 2000), (20_000, 30_000)])
+    assert readout_checks([solved, every])[1].ok
