@@ -8,6 +8,7 @@ import numpy as np
 from icl_meta import Config
 from icl_meta.bayes import query_class_accuracy
 from icl_meta.phasemap import (MIN_GAP, Summary, first_plateau_checks, judge, map_checks, max_jump, name_plateau,
+                               named_phases,
                                paper_check, phase2_gap, phase_table, smoothing_check, summarise, task_order_check,
                                truncated, varied)
 from icl_meta.runs import Run
@@ -139,3 +140,10 @@ def test_phase_table_without_a_sweep_labels_what_changed():
     rows = [_summary((1,), 0.4), _summary((2, 3), 1.0, cfg=Config(num_classes=32, eps=0.5, seed=3, steps=10))]
     table = phase_table(rows)
     assert "| default | 0 | 1 |" in table and "| K=32, ε=0.5 | 3 | 2 → 3 |" in table
+
+
+def test_named_phases_colour_plateaus_by_their_ceiling():
+    """A run that climbs straight to the top has one plateau, named 3 (not 'the first phase')."""
+    straight = summarise(run_with([0.03, 1.0], [(1000, 20_000)]), CEIL)
+    assert [ph.index for ph in named_phases(straight)] == [3]
+    assert [ph.index for ph in named_phases(summarise(THREE, CEIL))] == [1, 2, 3]

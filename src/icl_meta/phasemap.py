@@ -1,5 +1,5 @@
 """Which phases a setting shows: the phase table and the phase maps of the data chapters (SPEC Fig 7,
-15, 18, 19).
+15, 18, 19); the architecture chapters read their runs the same way (`icl_meta.architecture`).
 
 A run's learned plateaus come from the robust phase rule (chapter 3). Each is named after the Bayes
 ceiling its accuracy is nearest to, because the ceilings are what the three circuits can reach:
@@ -21,7 +21,7 @@ import numpy as np
 
 from .bayes import CEILINGS, ceilings
 from .config import Config
-from .probes import log_smoothed, paper_boundaries, phases, robust_boundaries
+from .probes import Phase, log_smoothed, paper_boundaries, phases, robust_boundaries
 from .report import Check
 from .runs import Run, shipped
 from .sweeps import WINDOW, setting_name, sweep
@@ -109,6 +109,13 @@ def summarise(run: Run, ceil: dict[str, float] | None = None, window: int = WIND
             rising = None  # still creeping up within the phase it is in
     strict = summarise(run, ceil, window, merge_gap=0) if merge_gap else None
     return Summary(run, ceil, tr, len(paper_boundaries(steps, acc)), levels, final, rising, strict)
+
+
+def named_phases(s: Summary) -> list[Phase]:
+    """The run's learned plateaus (robust rule) with `index` set to the phase each is named as, for
+    shading a run whose plateaus are not the paper's first, second and third (plots.shade_phases)."""
+    learned = [ph for ph in phases(s.run.steps, s.run.metrics["acc"], s.transitions) if ph.index >= 1]
+    return [dataclasses.replace(ph, index=name_plateau(ph.level, s.ceilings)) for ph in learned]
 
 
 def setting_label(cfg: Config, fields: tuple[str, ...]) -> str:
