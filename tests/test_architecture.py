@@ -34,7 +34,7 @@ def synthetic(cfg: Config, levels, edges, heads: dict[str, tuple[float, float, i
 
 
 PHASED = ([0.03, 0.36, 0.80], [(1000, 2000), (20_000, 30_000)])
-SMOOTH = ([0.03, 0.85], [(2000, 50_000)])
+SMOOTH = ([0.03, 0.97], [(2000, 50_000)])
 
 
 def test_heads_checks_phases_hidden_switch_scc_and_specialisation():
@@ -45,6 +45,9 @@ def test_heads_checks_phases_hidden_switch_scc_and_specialisation():
     assert phased(one) and not phased(two)
     checks = {c.what: c for c in head_checks([one, two])}
     assert checks["n_heads=1: phases or smooth"].ok and checks["n_heads=2: phases or smooth"].ok
+    # one rise to a plateau below the top: a second rise may follow after the window, so no verdict
+    stopped = synthetic(Config(n_heads=2), [0.03, 0.80], [(2000, 20_000)])
+    assert head_checks([stopped])[0].ok is None
     assert checks["H=2: head metric switches while accuracy rises smoothly"].ok
     scc = checks["H=2: a head turns SCC-like"]
     assert scc.ok and scc.ours == "L1 H2 at step 30,000"
@@ -80,6 +83,12 @@ def test_block_and_readout_checks_leave_unreached_phases_open():
     assert [c.what for c in checks] == [f"standard block: Phase {k} circuit ({n})" for k, n in
                                         ((1, "NCC"), (2, "SCC"), (3, "FCC"))]
     assert checks[0].ok and checks[2].ok is None and checks[2].ours == "not reached within the window"
+    skipping = synthetic(Config(block="standard"), [0.03, 0.36, 1.0], [(1000, 2000), (20_000, 30_000)], {
+        "L1H1_bigram": (0.11, 0.95, 1500), "L2H1_bigram": (0.11, 0.95, 1500),
+        "L2H1_label_attention": (0.44, 0.95, 25_000), "L1H1_chunk_example": (0.26, 0.9, 25_000)})
+    p1, p2, p3 = block_checks([skipping])
+    assert p1.ok and p2.ok is False and p2.ours.startswith("skipped")  # the second plateau is named 3
+    assert p3.ok and p3.ours.startswith("L1 chunk_example, L2 label_attention")
     query, every = synthetic(Config(), *PHASED), synthetic(Config(readout="all_labels"), *PHASED)
     phases, final = readout_checks([query, every])
     assert phases.ok and final.ok is None  # no query-loss run reached 99%: below 100% says nothing
