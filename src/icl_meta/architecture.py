@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .claims import PAPER_CIRCUITS, layer_pattern, metrics_at
+from .claims import PAPER_CIRCUITS, layer_pattern, metrics_at, plateau_middle
 from .heads import head_patterns, head_roles, role_switches, steepest_head_change
 from .phasemap import MIN_GAP, Summary, max_jump, named_phases, seeds_text
 from .probes import METRICS
@@ -146,12 +146,7 @@ def named_phase_steps(s: Summary, checkpoints: bool = True) -> dict[int, int]:
     of the same name wins), the step nearest its log-middle among the checkpoints (to draw maps) or
     among the evaluated steps (to read logged metrics)."""
     steps = np.array([t for t in (s.run.checkpoint_steps if checkpoints else s.run.steps.tolist()) if 0 < t <= s.run.steps[-1]])
-    out = {}
-    for ph in named_phases(s):
-        inside = steps[(steps >= ph.start) & (steps <= ph.end)]
-        if inside.size:
-            out[ph.index] = int(inside[np.argmin(np.abs(np.log(inside) - np.log(np.sqrt(max(ph.start, 1) * ph.end))))])
-    return out
+    return {ph.index: step for ph in named_phases(s) if (step := plateau_middle(steps, ph)) is not None}
 
 
 def named_circuit_checks(s: Summary, label: str) -> list[Check]:

@@ -68,13 +68,15 @@ def phase_steps(run, rule: str = "robust", checkpoints: bool = True) -> dict[int
     """For each learned phase, the step nearest (in log step) to the middle of its plateau, among the
     checkpoints (to draw maps) or among all evaluated steps (to read logged metrics)."""
     ckpts = np.array([s for s in (run.checkpoint_steps if checkpoints else run.steps.tolist()) if s > 0])
-    out = {}
-    for p in learned_phases(run, rule):
-        inside = ckpts[(ckpts >= p.start) & (ckpts <= p.end)]
-        if inside.size:
-            mid = np.sqrt(max(p.start, 1) * p.end)
-            out[p.index] = int(inside[np.argmin(np.abs(np.log(inside) - np.log(mid)))])
-    return out
+    return {p.index: step for p in learned_phases(run, rule) if (step := plateau_middle(ckpts, p)) is not None}
+
+
+def plateau_middle(steps: np.ndarray, phase: Phase) -> int | None:
+    """The step among `steps` (all > 0) inside the plateau nearest its middle in log step, if any."""
+    inside = steps[(steps >= phase.start) & (steps <= phase.end)]
+    if not inside.size:
+        return None
+    return int(inside[np.argmin(np.abs(np.log(inside) - np.log(np.sqrt(max(phase.start, 1) * phase.end))))])
 
 
 def layer_pattern(before: dict[str, float], after: dict[str, float], min_change: float = 0.1) -> str:
