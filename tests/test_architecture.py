@@ -50,13 +50,34 @@ def test_heads_checks_phases_hidden_switch_scc_and_specialisation():
     assert head_checks([stopped])[0].ok is None
     assert checks["H=2: head metric switches while accuracy rises smoothly"].ok
     scc = checks["H=2: a head turns SCC-like"]
-    assert scc.ok and scc.ours == "L1 H2 at step 30,000"
+    assert scc.ok and scc.ours == "seed 0: L1 H2 at step 30,000"
     spec = checks["H=2: heads take different roles"]
-    assert spec.ok and spec.ours == "L1: NCC, SCC; L2: SCC, FCC"
+    assert spec.ok and spec.ours == "seed 0: L1 NCC, SCC; L2 SCC, FCC"
+
+
+def test_heads_checks_read_every_seed():
+    seeded = lambda seed, top, scc_step: synthetic(Config(n_heads=2, seed=seed), [0.03, top], [(2000, 50_000)], {
+        "L1H1_bigram": (0.11, 0.95, 9000), "L2H1_bigram": (0.11, 0.99, 9000), "L2H2_label_attention": (0.44, 0.97, 20_000),
+        "L1H2_label_attention": (0.44, 0.95, scc_step)})
+    solved = seeded(0, 0.99, 30_000)
+    checks = {c.what: c for c in head_checks([solved, seeded(1, 0.99, 30_000)])}
+    assert checks["H=2: a head turns SCC-like"].ok and checks["H=2: a head turns SCC-like"].seeds.startswith("2 seeds")
+    # a seed whose SCC comes far too early fails the check for all; one still climbing without it leaves it open
+    late = {c.what: c for c in head_checks([solved, seeded(1, 0.99, 5_000), seeded(2, 0.80, 10 ** 6)])}
+    assert late["H=2: a head turns SCC-like"].ok is False
+    assert "seed 1: L1 H2 at step 5,000" in late["H=2: a head turns SCC-like"].ours
+    open_ = {c.what: c for c in head_checks([solved, seeded(2, 0.80, 10 ** 6)])}
+    assert open_["H=2: a head turns SCC-like"].ok is None
+    assert "seed 2: no head becomes SCC-like" in open_["H=2: a head turns SCC-like"].ours
+    assert open_["H=2: heads take different roles"].ok  # seed 2's heads are specialised already
+    alike = synthetic(Config(n_heads=2, seed=3), [0.03, 0.80], [(2000, 50_000)],
+                      {"L1H1_bigram": (0.11, 0.95, 9000), "L1H2_bigram": (0.11, 0.95, 9000)})
+    assert head_checks([solved, alike])[-1].ok is None  # alike heads, still climbing: they may yet specialise
 
 
 def test_heads_checks_fail_when_the_two_heads_do_the_same():
-    two = synthetic(Config(n_heads=2), *PHASED, {"L1H1_bigram": (0.11, 0.95, 1500), "L1H2_bigram": (0.11, 0.95, 1500)})
+    solved = ([0.03, 0.36, 0.80, 1.0], [(1000, 2000), (10_000, 15_000), (30_000, 40_000)])
+    two = synthetic(Config(n_heads=2), *solved, {"L1H1_bigram": (0.11, 0.95, 1500), "L1H2_bigram": (0.11, 0.95, 1500)})
     checks = {c.what: c for c in head_checks([two])}
     assert checks["n_heads=2: phases or smooth"].ok is False
     assert checks["H=2: a head turns SCC-like"].ok is False

@@ -14,7 +14,7 @@ import numpy as np
 
 from .claims import PAPER_CIRCUITS, layer_pattern, metrics_at, plateau_middle
 from .heads import head_patterns, head_roles, role_switches, steepest_head_change
-from .phasemap import MIN_GAP, Summary, max_jump, named_phases, seeds_text
+from .phasemap import MIN_GAP, Summary, max_jump, named_phases, over_seeds, seeds_text
 from .probes import METRICS
 from .report import Check
 from .sweeps import WINDOW
@@ -56,8 +56,7 @@ def _seed(s: Summary) -> str:
 def phased_checks(summaries: list[Summary], field: str) -> list[Check]:
     """Per value of field (n_heads or n_layers): phases or smooth, as the paper reports (PAPER_PHASED),
     judged on every seed by the robust rule and its strict variant. A seed gives no verdict where the
-    two disagree, or where the window ended before it was decided (see `decided`): then the check is
-    not matched if another seed fails, else not comparable."""
+    two disagree, or where the window ended before it was decided (see `decided`)."""
     checks = []
     for value, claim in PAPER_PHASED[field].items():
         same = [s for s in summaries if getattr(s.run.config, field) == value]
@@ -69,50 +68,59 @@ def phased_checks(summaries: list[Summary], field: str) -> list[Check]:
             verdicts.append(robust if robust == strict and decided(s) and decided(s.strict or s) else None)
         ours = "; ".join(f"{len(s.transitions)} [strict {len((s.strict or s).transitions)}] transitions, steepest "
                          f"rise {max_jump(s.run):.2f}, accuracy {s.final_acc:.2f}" for s in same)
-        ok = False if False in verdicts else (None if None in verdicts else True)
         checks.append(Check(f"{field}={value}: phases or smooth", "phases" if claim else "smooth", ours,
-                            seeds_text(len(same)), ok))
+                            seeds_text(len(same)), over_seeds(verdicts)))
     return checks
 
 
-def hidden_switch_check(s: Summary, factor: float = 2.0) -> Check:
+def hidden_switch_check(same: list[Summary], factor: float = 2.0) -> Check:
     """Paper Fig. 9: with several heads the accuracy is smooth but a head's metric switches abruptly.
-    Ours: the steepest change of any head's metric in a tenth of a decade against the steepest rise of
-    the accuracy in the same run; matched when the head's is at least `factor` times larger."""
-    head, column = steepest_head_change(s.run)
-    acc = max_jump(s.run)
-    return Check(f"H={s.run.config.n_heads}: head metric switches while accuracy rises smoothly",
-                 "abrupt head switch, smooth accuracy", f"{column}: {head:.2f} vs accuracy {acc:.2f}",
-                 _seed(s), head >= factor * acc)
+    Ours, per seed: the steepest change of any head's metric in a tenth of a decade against the steepest
+    rise of the accuracy in the same run; a seed matches when the head's is at least `factor` times larger."""
+    found = [(s.run.config.seed, *steepest_head_change(s.run), max_jump(s.run)) for s in same]
+    ours = "; ".join(f"seed {seed}: {column} {head:.2f} vs accuracy {acc:.2f}" for seed, head, column, acc in found)
+    return Check(f"H={same[0].run.config.n_heads}: head metric switches while accuracy rises smoothly",
+                 "abrupt head switch, smooth accuracy", ours, seeds_text(len(same)),
+                 over_seeds([head >= factor * acc for _, head, _, acc in found]))
 
 
-def hidden_scc_check(s: Summary, lo: int = 10_000, hi: int = 100_000) -> Check:
-    """Paper Fig. 9: a hidden SCC appears near 3·10^4 steps. Ours: the first lasting switch of a head to
-    the SCC-like role (heads.role_switches); matched if it falls within half a decade of 3·10^4."""
-    first = next(((layer, head, step) for layer, head, step, _, new in role_switches(s.run, head_roles(s.run))
-                  if new == "SCC"), None)
-    ours = "no head becomes SCC-like" if first is None else f"L{first[0]} H{first[1]} at step {first[2]:,}"
-    return Check(f"H={s.run.config.n_heads}: a head turns SCC-like", "near 3·10^4 steps", ours, _seed(s),
-                 first is not None and lo <= first[2] <= hi)
+def hidden_scc_check(same: list[Summary], lo: int = 10_000, hi: int = 100_000) -> Check:
+    """Paper Fig. 9: a hidden SCC appears near 3·10^4 steps. Ours, per seed: the first lasting switch of
+    a head to the SCC-like role (heads.role_switches); a seed matches if it falls within half a decade of
+    3·10^4 steps. A seed without one within the window does not match, unless it is still below the
+    top (the switch may come later: not comparable)."""
+    texts, verdicts = [], []
+    for s in same:
+        first = next(((layer, head, step) for layer, head, step, _, new in role_switches(s.run, head_roles(s.run))
+                      if new == "SCC"), None)
+        if first is None:
+            texts.append(f"seed {s.run.config.seed}: no head becomes SCC-like")
+            verdicts.append(False if reached_top(s) else None)
+        else:
+            texts.append(f"seed {s.run.config.seed}: L{first[0]} H{first[1]} at step {first[2]:,}")
+            verdicts.append(lo <= first[2] <= hi)
+    return Check(f"H={same[0].run.config.n_heads}: a head turns SCC-like", "near 3·10^4 steps", "; ".join(texts),
+                 seeds_text(len(same)), over_seeds(verdicts))
 
 
-def specialised_check(s: Summary) -> Check:
-    """Paper Fig. 8, 9: the heads of a layer specialise. Ours: the heads' roles at the end of the window;
-    matched if some layer has heads with different roles, other than "other"."""
-    roles = head_roles(s.run)[:, :, -1]
-    ours = "; ".join(f"L{li + 1}: " + ", ".join(roles[li]) for li in range(len(roles)))
-    ok = any(len(set(r) - {"other"}) > 1 for r in roles)
-    return Check(f"H={s.run.config.n_heads}: heads take different roles", "NCC-like and FCC-like heads", ours,
-                 _seed(s), ok)
+def specialised_check(same: list[Summary]) -> Check:
+    """Paper Fig. 8, 9: the heads of a layer specialise. Ours, per seed: the heads' roles at the end of
+    the window; a seed matches if some layer has heads with different roles, other than "other", and
+    fails if not, unless it is still below the top (its heads may yet specialise: not comparable)."""
+    texts, verdicts = [], []
+    for s in same:
+        roles = head_roles(s.run)[:, :, -1]
+        texts.append(f"seed {s.run.config.seed}: " + "; ".join(f"L{li + 1} " + ", ".join(roles[li]) for li in range(len(roles))))
+        verdicts.append(True if any(len(set(r) - {"other"}) > 1 for r in roles) else (False if reached_top(s) else None))
+    return Check(f"H={same[0].run.config.n_heads}: heads take different roles", "NCC-like and FCC-like heads",
+                 " / ".join(texts), seeds_text(len(same)), over_seeds(verdicts))
 
 
 def head_checks(summaries: list[Summary]) -> list[Check]:
-    """Every check of the heads chapter: phases per head count, and the 2-head run's hidden circuits."""
-    checks = phased_checks(summaries, "n_heads")
-    for s in summaries:
-        if s.run.config.n_heads == 2:
-            checks += [hidden_switch_check(s), hidden_scc_check(s), specialised_check(s)]
-    return checks
+    """Every check of the heads chapter: phases per head count, and the 2-head runs' hidden circuits."""
+    two = [s for s in summaries if s.run.config.n_heads == 2]
+    return phased_checks(summaries, "n_heads") + ([hidden_switch_check(two), hidden_scc_check(two), specialised_check(two)]
+                                                  if two else [])
 
 
 def layer_metrics_at_end(s: Summary) -> np.ndarray:

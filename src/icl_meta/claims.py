@@ -264,8 +264,7 @@ def dashboard(n_mc: int = 5_000) -> list[tuple[str, Check]]:
     ref = runs[0]
     sets = ref.eval_sets()
     tables = {k: surgery_table(ref.model(s), sets, standard_edits()) for k, s in phase_steps(ref).items()}
-    data = sweep_summaries(DATA_SWEEPS)
-    arch = sweep_summaries(ARCH_SWEEPS)
+    swept = sweep_summaries(DATA_SWEEPS + ARCH_SWEEPS)  # each chapter picks its settings with `varied`
     sections = [
         (FIGURES[0][2], phase_checks(runs)),
         (FIGURES[1][2], [c for run in runs for c in circuit_checks(run)]),
@@ -276,12 +275,12 @@ def dashboard(n_mc: int = 5_000) -> list[tuple[str, Check]]:
         (FIGURES[5][2], surgery_checks(tables)),
         (FIGURES[6][2], [Check("Chunk Example peaks in an earlier layer than Label Attention", "yes (GPT2-XL)",
                                "needs the Hugging Face Hub (Colab); offline the chapter runs a smoke test", "–", None)]),
-        (FIGURES[7][2], data_checks(DATA_CHAPTERS[0], data)),
-        (FIGURES[8][2], data_checks(DATA_CHAPTERS[1], data)),
-        (FIGURES[9][2], [c for name, label in MAPS.items() for c in map_checks(label, *phase_map(name, data)[2:])]),
-        (FIGURES[10][2], head_checks(varied(arch, ("n_heads",)))),
-        (FIGURES[11][2], depth_checks(varied(arch, ("n_layers",))) + block_checks(varied(arch, ("block",)))
-         + readout_checks(varied(arch, ("readout",)))),
+        (FIGURES[7][2], data_checks(DATA_CHAPTERS[0], swept)),
+        (FIGURES[8][2], data_checks(DATA_CHAPTERS[1], swept)),
+        (FIGURES[9][2], [c for name, label in MAPS.items() for c in map_checks(label, *phase_map(name, swept)[2:])]),
+        (FIGURES[10][2], head_checks(varied(swept, ("n_heads",)))),
+        (FIGURES[11][2], depth_checks(varied(swept, ("n_layers",))) + block_checks(varied(swept, ("block",)))
+         + readout_checks(varied(swept, ("readout",)))),
     ]
     return [(where, c) for where, checks in sections for c in checks]
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .probes import METRICS, log_smoothed
+from .probes import METRICS, log_changes
 from .runs import Run
 
 # A head shows a pattern when its metric stands at least a third of the way from uniform attention to the
@@ -85,8 +85,7 @@ def role_switches(run: Run, roles: np.ndarray, min_steps: int = 1000) -> list[tu
 def steepest_change(run: Run, column: str) -> float:
     """The largest change (either sign) of a logged column between neighbouring points of the robust
     rule's log grid (10 a decade): how abrupt its steepest switch looks on a log axis."""
-    _, sm = log_smoothed(run.steps, run.metrics[column])
-    return float(np.abs(np.diff(sm)).max())
+    return float(np.abs(log_changes(run.steps, run.metrics[column])).max())
 
 
 def steepest_head_change(run: Run) -> tuple[float, str]:

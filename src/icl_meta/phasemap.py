@@ -21,7 +21,7 @@ import numpy as np
 
 from .bayes import CEILINGS, ceilings
 from .config import Config
-from .probes import Phase, log_smoothed, paper_boundaries, phases, robust_boundaries
+from .probes import Phase, log_changes, paper_boundaries, phases, robust_boundaries
 from .report import Check
 from .runs import Run, shipped
 from .sweeps import WINDOW, setting_name, sweep
@@ -203,8 +203,13 @@ def paper_check(what: str, summaries: list[Summary], claim: tuple[str, tuple[int
     elif None in robust and False not in robust:
         ours += " (window ended before it could tell)"
     verdicts = [r if r == st else None for r, st in zip(robust, strict)]
-    ok = False if False in verdicts else (None if None in verdicts else True)
-    return Check(what, paper, ours, seeds_text(len(summaries)), ok)
+    return Check(what, paper, ours, seeds_text(len(summaries)), over_seeds(verdicts))
+
+
+def over_seeds(verdicts: list[bool | None]) -> bool | None:
+    """One verdict from the seeds': not matched if any seed fails, else not comparable if any seed
+    gives no verdict, else matched."""
+    return False if False in verdicts else (None if None in verdicts else True)
 
 
 def seeds_text(n: int, window: bool = True) -> str:
@@ -260,8 +265,7 @@ def task_order_check(run: Run, level: float = 0.9) -> Check:
 def max_jump(run: Run) -> float:
     """The largest rise of the log-smoothed accuracy between neighbouring points of the robust rule's
     grid (10 a decade): how abrupt the steepest transition looks on a log axis."""
-    _, sm = log_smoothed(run.steps, run.metrics["acc"])
-    return float(np.diff(sm).max())
+    return float(log_changes(run.steps, run.metrics["acc"]).max())
 
 
 def smoothing_check(summaries: list[Summary], field: str) -> Check:

@@ -126,6 +126,12 @@ def log_smoothed(steps, acc, per_decade: int = 10) -> tuple[np.ndarray, np.ndarr
     return np.array([g for g, _ in keep]), np.array([v for _, v in keep])
 
 
+def log_changes(steps, values, per_decade: int = 10) -> np.ndarray:
+    """Changes of a logged curve between neighbouring points of the log_smoothed grid: how steep each
+    stretch looks on a log axis (phasemap.max_jump reads the accuracy's, heads.steepest_change a head's)."""
+    return np.diff(log_smoothed(steps, values, per_decade)[1])
+
+
 def robust_boundaries(steps, acc, threshold: float = 0.025, per_decade: int = 10, merge_gap: int = 1,
                       min_rise: float = 0.05) -> list[tuple[int, int]]:
     """The paper's rule with Δt proportional to t: ΔAcc between consecutive points of a log-spaced,
