@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from icl_meta import Config, Model, attention_maps, circuit_metrics, sample
-from icl_meta.heads import (head_patterns, head_roles, role_switches, steepest_change, steepest_head_change,
-                            uniform_metrics)
+from icl_meta.heads import (head_patterns, head_roles, pattern_thresholds, role_switches, steepest_change,
+                            steepest_head_change, uniform_metrics)
 from icl_meta.runs import Run
 from icl_meta.task import generator, make_instance
 
@@ -58,6 +58,13 @@ def test_patterns_and_roles_follow_table_1():
     assert switches[0] == (2, 1, 1500, "other", "NCC")
     assert (1, 1, 8000, "NCC", "SCC") in switches and (2, 1, 8000, "NCC", "SCC") in switches
     assert (1, 2, 12_000, "other", "FCC") in switches and len(switches) == 5
+
+
+def test_a_head_shows_a_pattern_from_its_threshold_on():
+    line = pattern_thresholds(CFG.num_seq)["label_attention"]
+    run = head_run({"L1H2_label_attention": (line - 0.01, line + 0.01, 5000)})
+    pat = head_patterns(run)[0, 1]
+    assert pat[STEPS < 5000].tolist() == ["mixed"] * 50 and set(pat[STEPS >= 5000]) == {"label_attention"}
 
 
 def test_layer_2_label_attention_is_fcc_and_flickers_are_not_switches():

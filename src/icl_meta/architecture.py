@@ -110,8 +110,10 @@ def specialised_check(same: list[Summary]) -> Check:
     texts, verdicts = [], []
     for s in same:
         roles = head_roles(s.run)[:, :, -1]
-        texts.append(f"seed {s.run.config.seed}: " + "; ".join(f"L{li + 1} " + ", ".join(roles[li]) for li in range(len(roles))))
-        verdicts.append(True if any(len(set(r) - {"other"}) > 1 for r in roles) else (False if reached_top(s) else None))
+        layers = "; ".join(f"L{li + 1} " + ", ".join(r) for li, r in enumerate(roles))
+        texts.append(f"seed {s.run.config.seed}: {layers}")
+        specialised = any(len(set(r) - {"other"}) > 1 for r in roles)
+        verdicts.append(True if specialised else (False if reached_top(s) else None))
     return Check(f"H={same[0].run.config.n_heads}: heads take different roles", "NCC-like and FCC-like heads",
                  " / ".join(texts), seeds_text(len(same)), over_seeds(verdicts))
 

@@ -36,6 +36,12 @@ def uniform_metrics(num_seq: int) -> dict[str, float]:
             "chunk_example": float(np.mean(1 / (2 * k)))}
 
 
+def pattern_thresholds(num_seq: int) -> dict[str, float]:
+    """The value of each metric at which a head shows that pattern (excess MIN_EXCESS): the line drawn
+    under a head's metric curve."""
+    return {m: u + MIN_EXCESS * (1 - u) for m, u in uniform_metrics(num_seq).items()}
+
+
 def excess(run: Run, layer: int, head: int) -> dict[str, np.ndarray]:
     """Each metric of one head (1-based layer and head) at every evaluated step, as excess over uniform."""
     u = uniform_metrics(run.config.num_seq)
