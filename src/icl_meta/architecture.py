@@ -73,15 +73,25 @@ def phased_checks(summaries: list[Summary], field: str) -> list[Check]:
     return checks
 
 
+def per_seed_check(what: str, paper: str, same: list[Summary], read, sep: str = "; ") -> Check:
+    """One check over every seed of a head count: read(s) gives a seed's (reading, verdict); the
+    readings are listed seed by seed and the verdicts combined by phasemap.over_seeds."""
+    found = [read(s) for s in same]
+    ours = sep.join(f"seed {s.run.config.seed}: {text}" for s, (text, _) in zip(same, found))
+    return Check(f"H={same[0].run.config.n_heads}: {what}", paper, ours, seeds_text(len(same)),
+                 over_seeds([ok for _, ok in found]))
+
+
 def hidden_switch_check(same: list[Summary], factor: float = 2.0) -> Check:
     """Paper Fig. 9: with several heads the accuracy is smooth but a head's metric switches abruptly.
     Ours, per seed: the steepest change of any head's metric in a tenth of a decade against the steepest
     rise of the accuracy in the same run; a seed matches when the head's is at least `factor` times larger."""
-    found = [(s.run.config.seed, *steepest_head_change(s.run), max_jump(s.run)) for s in same]
-    ours = "; ".join(f"seed {seed}: {column} {head:.2f} vs accuracy {acc:.2f}" for seed, head, column, acc in found)
-    return Check(f"H={same[0].run.config.n_heads}: head metric switches while accuracy rises smoothly",
-                 "abrupt head switch, smooth accuracy", ours, seeds_text(len(same)),
-                 over_seeds([head >= factor * acc for _, head, _, acc in found]))
+    def read(s: Summary) -> tuple[str, bool]:
+        (head, column), acc = steepest_head_change(s.run), max_jump(s.run)
+        return f"{column} {head:.2f} vs accuracy {acc:.2f}", head >= factor * acc
+
+    return per_seed_check("head metric switches while accuracy rises smoothly", "abrupt head switch, smooth accuracy",
+                          same, read)
 
 
 def hidden_scc_check(same: list[Summary], lo: int = 10_000, hi: int = 100_000) -> Check:
@@ -89,40 +99,34 @@ def hidden_scc_check(same: list[Summary], lo: int = 10_000, hi: int = 100_000) -
     a head to the SCC-like role (heads.role_switches); a seed matches if it falls within half a decade of
     3·10^4 steps. A seed without one within the window does not match, unless it is still below the
     top (the switch may come later: not comparable)."""
-    texts, verdicts = [], []
-    for s in same:
+    def read(s: Summary) -> tuple[str, bool | None]:
         first = next(((layer, head, step) for layer, head, step, _, new in role_switches(s.run, head_roles(s.run))
                       if new == "SCC"), None)
         if first is None:
-            texts.append(f"seed {s.run.config.seed}: no head becomes SCC-like")
-            verdicts.append(False if reached_top(s) else None)
-        else:
-            texts.append(f"seed {s.run.config.seed}: L{first[0]} H{first[1]} at step {first[2]:,}")
-            verdicts.append(lo <= first[2] <= hi)
-    return Check(f"H={same[0].run.config.n_heads}: a head turns SCC-like", "near 3·10^4 steps", "; ".join(texts),
-                 seeds_text(len(same)), over_seeds(verdicts))
+            return "no head becomes SCC-like", (False if reached_top(s) else None)
+        return f"L{first[0]} H{first[1]} at step {first[2]:,}", lo <= first[2] <= hi
+
+    return per_seed_check("a head turns SCC-like", "near 3·10^4 steps", same, read)
 
 
 def specialised_check(same: list[Summary]) -> Check:
     """Paper Fig. 8, 9: the heads of a layer specialise. Ours, per seed: the heads' roles at the end of
     the window; a seed matches if some layer has heads with different roles, other than "other", and
     fails if not, unless it is still below the top (its heads may yet specialise: not comparable)."""
-    texts, verdicts = [], []
-    for s in same:
+    def read(s: Summary) -> tuple[str, bool | None]:
         roles = head_roles(s.run)[:, :, -1]
         layers = "; ".join(f"L{li + 1} " + ", ".join(r) for li, r in enumerate(roles))
-        texts.append(f"seed {s.run.config.seed}: {layers}")
         specialised = any(len(set(r) - {"other"}) > 1 for r in roles)
-        verdicts.append(True if specialised else (False if reached_top(s) else None))
-    return Check(f"H={same[0].run.config.n_heads}: heads take different roles", "NCC-like and FCC-like heads",
-                 " / ".join(texts), seeds_text(len(same)), over_seeds(verdicts))
+        return layers, (True if specialised else (False if reached_top(s) else None))
+
+    return per_seed_check("heads take different roles", "NCC-like and FCC-like heads", same, read, sep=" / ")
 
 
 def head_checks(summaries: list[Summary]) -> list[Check]:
     """Every check of the heads chapter: phases per head count, and the 2-head runs' hidden circuits."""
     two = [s for s in summaries if s.run.config.n_heads == 2]
-    return phased_checks(summaries, "n_heads") + ([hidden_switch_check(two), hidden_scc_check(two), specialised_check(two)]
-                                                  if two else [])
+    hidden = [hidden_switch_check(two), hidden_scc_check(two), specialised_check(two)] if two else []
+    return phased_checks(summaries, "n_heads") + hidden
 
 
 def layer_metrics_at_end(s: Summary) -> np.ndarray:
