@@ -4,22 +4,28 @@ import pytest
 
 from icl_meta import load_run
 from icl_meta.cli import main
-from icl_meta.sweeps import ARCH_SWEEPS, DATA_SWEEPS, QUEUE, WINDOW, plan, setting_name, sweep
+from icl_meta.sweeps import ARCH_SWEEPS, CAP, DATA_SWEEPS, OPEN_FIRST, QUEUE, WINDOW, plan, setting_name, sweep
 
 from conftest import TINY
 
 
-def test_plan_puts_every_figure_first_and_is_validated_and_unique(tmp_path):
-    """The first runs cover every one-knob data sweep; seeds run one after the other; directories are distinct;
-    only the architecture runs keep checkpoints along training."""
+def test_plan_puts_open_verdicts_first_and_is_validated_and_unique(tmp_path):
+    """The settings whose verdicts were open come first, then every one-knob data sweep; seeds run one after the
+    other; directories are distinct; runs are capped at CAP (or the steps asked); only the architecture runs keep
+    checkpoints along training."""
     jobs = plan(tmp_path, seeds=(0, 1))
     assert len(jobs) == 2 * len(QUEUE)
     assert len({out for _, out in jobs}) == len(jobs)
+    assert all(entry in QUEUE for entry in OPEN_FIRST)
+    first = [(out.parent.name, c.to_dict()) for c, out in jobs[:len(OPEN_FIRST)]]
+    assert all(all(cfg[k] == v for k, v in changes.items()) and name == n
+               for (name, cfg), (n, changes) in zip(first, OPEN_FIRST))
     one_knob = [n for n in DATA_SWEEPS if not n.startswith("map_")]
-    assert {out.parent.name for _, out in jobs[:len(one_knob)]} == set(one_knob)
+    assert set(one_knob) <= {out.parent.name for _, out in jobs[:len(OPEN_FIRST) + len(one_knob)]}
     assert [c.seed for c, _ in jobs] == [0] * len(QUEUE) + [1] * len(QUEUE)
     cfg, out = jobs[0]
-    assert out == tmp_path / "tasks" / "num_tasks-1__seed-0" and cfg.num_tasks == 1 and cfg.steps == WINDOW
+    assert out == tmp_path / "tasks" / "num_tasks-2__seed-0" and cfg.num_tasks == 2 and cfg.steps == CAP
+    assert {c.steps for c, _ in plan(tmp_path, ("noise",), steps=WINDOW)} == {WINDOW}
     assert all(c.early_stop_acc == 0.99 for c, _ in jobs)
     assert {c.n_checkpoints for c, out in jobs if out.parent.name in ARCH_SWEEPS} == {12}
     assert {c.n_checkpoints for c, out in jobs if out.parent.name in DATA_SWEEPS} == {0}

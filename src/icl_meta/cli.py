@@ -119,7 +119,7 @@ def cmd_sweeps(args: argparse.Namespace, argv: list[str]) -> None:
 
     seeds = tuple(int(s) for s in args.seeds.split(","))
     jobs = [(cfg.to_dict(), str(out), args.threads, _command(argv))
-            for cfg, out in plan(args.out, tuple(args.names) or SWEEP_NAMES, seeds)]
+            for cfg, out in plan(args.out, tuple(args.names) or SWEEP_NAMES, seeds, args.steps)]
     _run_pool(jobs, args.jobs, args.progress, f"sweeps: {len(jobs)} runs, {args.jobs} at a time, into {args.out}")
 
 
@@ -154,6 +154,8 @@ def add_pool_flags(p: argparse.ArgumentParser, out_help: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .sweeps import CAP
+
     p = argparse.ArgumentParser(prog="icl-meta", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train", help="train one run into a run directory")
@@ -169,7 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_pool_flags(s, "directory holding one run directory per grid point")
     s.set_defaults(func=cmd_sweep)
     w = sub.add_parser("sweeps", help="train the declared data-property sweeps (icl_meta.sweeps), resumable")
-    w.add_argument("names", nargs="*", help="sweeps to run (default: all, in icl_meta.sweeps.QUEUE order)")
+    w.add_argument("names", nargs="*", help="sweeps to run (default: all; order: icl_meta.sweeps.plan)")
+    w.add_argument("--steps", type=int, default=None,
+                   help=f"cap of each run; it stops earlier once it holds 99%% (default {CAP:,})")
     add_pool_flags(w, "directory holding one directory per sweep")
     w.set_defaults(func=cmd_sweeps)
     b = sub.add_parser("bench", help="training steps/s and the fraction of matmul throughput reached")

@@ -18,7 +18,7 @@ from tqdm import tqdm
 from .config import Config
 from .model import Model, loss_and_correct
 from .probes import attention_maps, metric_columns
-from .runs import (Run, atomic_save_tensors, atomic_write_text, checkpoint_path, load_run, provenance,
+from .runs import (Run, atomic_save_tensors, atomic_write_text, checkpoint_path, git_commit, load_run, provenance,
                    recorded_command, save_metrics)
 from .task import Batch, eval_sets, generator, make_instance, sample
 
@@ -145,6 +145,7 @@ def train(cfg: Config, out: str | os.PathLike | None = None, progress: bool | No
         prov = json.loads(prov_path.read_text())
         prov["resumed_at"] = prov.get("resumed_at", []) + [step]
         prov.setdefault("resume_commands", []).append(recorded_command(command))
+        prov.setdefault("resume_commits", []).append(git_commit())
         prov["finished"] = False  # until this resumption ends: a killed extension must resume again
         atomic_write_text(prov_path, json.dumps(prov, indent=1))
         atomic_write_text(out / "config.json", cfg.to_json())
