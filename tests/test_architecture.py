@@ -5,10 +5,10 @@ from pathlib import Path
 import numpy as np
 
 from icl_meta import Config
-from icl_meta.architecture import (block_checks, fcc_location_check, head_checks, layer_metrics_at_end, phased,
-                                   readout_checks)
-from icl_meta.heads import uniform_metrics
-from icl_meta.phasemap import summarise
+from icl_meta.analysis.heads import layer_metrics_at_end, uniform_metrics
+from icl_meta.analysis.phasemap import summarise
+from icl_meta.book.architecture_claims import block_checks, fcc_location_check, head_checks, phased, readout_checks
+from icl_meta.probes import metric_column
 from icl_meta.runs import Run
 from icl_meta.sweeps import WINDOW
 
@@ -27,7 +27,7 @@ def synthetic(cfg: Config, levels, edges, heads: dict[str, tuple[float, float, i
     for layer in range(1, cfg.n_layers + 1):
         for head in range(1, cfg.n_heads + 1):
             for name, u in uniform_metrics(cfg.num_seq).items():
-                m[f"L{layer}H{head}_{name}"] = np.full(len(STEPS), u)
+                m[metric_column(layer, head, name)] = np.full(len(STEPS), u)
     for col, (before, after, step) in (heads or {}).items():
         m[col] = np.where(STEPS < step, before, after)
     return summarise(Run(Path("synthetic"), cfg, m, {}, []), CEIL)
@@ -56,9 +56,11 @@ def test_heads_checks_phases_hidden_switch_scc_and_specialisation():
 
 
 def test_heads_checks_read_every_seed():
-    seeded = lambda seed, top, scc_step: synthetic(Config(n_heads=2, seed=seed), [0.03, top], [(2000, 50_000)], {
-        "L1H1_bigram": (0.11, 0.95, 9000), "L2H1_bigram": (0.11, 0.99, 9000), "L2H2_label_attention": (0.44, 0.97, 20_000),
-        "L1H2_label_attention": (0.44, 0.95, scc_step)})
+    def seeded(seed, top, scc_step):
+        return synthetic(Config(n_heads=2, seed=seed), [0.03, top], [(2000, 50_000)], {
+            "L1H1_bigram": (0.11, 0.95, 9000), "L2H1_bigram": (0.11, 0.99, 9000),
+            "L2H2_label_attention": (0.44, 0.97, 20_000), "L1H2_label_attention": (0.44, 0.95, scc_step)})
+
     solved = seeded(0, 0.99, 30_000)
     checks = {c.what: c for c in head_checks([solved, seeded(1, 0.99, 30_000)])}
     assert checks["H=2: a head turns SCC-like"].ok and checks["H=2: a head turns SCC-like"].seeds.startswith("2 seeds")
@@ -87,7 +89,7 @@ def test_heads_checks_fail_when_the_two_heads_do_the_same():
 def test_fcc_location_needs_a_solved_run_and_finds_the_layers():
     heads = {"L1H1_chunk_example": (0.26, 0.9, 30_000), "L2H1_label_attention": (0.44, 0.95, 30_000)}
     solved = synthetic(Config(n_layers=3), [0.03, 0.36, 1.0], [(1000, 2000), (20_000, 30_000)], heads)
-    assert layer_metrics_at_end(solved).shape == (3, 3)
+    assert layer_metrics_at_end(solved.run).shape == (3, 3)
     check = fcc_location_check(solved)
     assert check.ok and "most chunking in L1, most label attention in L2" in check.ours
     assert fcc_location_check(synthetic(Config(n_layers=3), *PHASED, heads)).ok is None

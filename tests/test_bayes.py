@@ -1,4 +1,4 @@
-"""Bayes ceilings (SPEC §2) against the quoted values, the App. D theory and exact enumeration."""
+"""Bayes ceilings (Methods §Task) against the quoted values, the App. D theory and exact enumeration."""
 
 import itertools
 from collections import defaultdict
@@ -18,7 +18,7 @@ def mean_ceilings(cfg, seeds=range(4), n=20000):
 
 @pytest.mark.parametrize("num_tasks, query_only, label_multiset", [(2, 0.52, 0.87), (3, 0.36, 0.78), (4, 0.30, 0.72)])
 def test_ceilings_match_quoted_values(num_tasks, query_only, label_multiset):
-    """K=64, L=32, N=4: the ceilings are close to SPEC's 0.52/0.87, 0.36/0.78, 0.30/0.72, and full pairs ≈ 1."""
+    """K=64, L=32, N=4: the ceilings are close to the reference 0.52/0.87, 0.36/0.78, 0.30/0.72, and full pairs ≈ 1."""
     c = mean_ceilings(Config(num_tasks=num_tasks))
     assert c["query_only"] == pytest.approx(query_only, abs=0.03)
     assert c["label_multiset"] == pytest.approx(label_multiset, abs=0.04)

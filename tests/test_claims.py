@@ -1,13 +1,18 @@
 """Phase and circuit checks against the paper, on synthetic runs whose answers are known."""
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from icl_meta import Config, scc_theory_accuracy
-from icl_meta.claims import (circuit_checks, circuit_rows, final_level, induction_checks, layer_pattern, phase_checks, phase_rows,
-                             phase_steps, random_label_checks, restricted_checks, scc_theory_checks, steps_to)
+from icl_meta.analysis.readings import final_level, layer_pattern, learned_phases, phase_steps, steps_to
+from icl_meta.analysis.surgery import standard_edits
+from icl_meta.book.claims import (circuit_checks, circuit_rows, induction_checks, phase_checks, phase_rows,
+                                  random_label_checks, restricted_checks, scc_theory_checks, surgery_checks,
+                                  surgery_flag_table)
+from icl_meta.probes import metric_column
 from icl_meta.runs import Run
 
 STEPS = np.arange(0, 100_001, 100)
@@ -16,9 +21,9 @@ EDGES = [0, 1000, 1500, 8000, 12000, 40000, 50000, 100_000]
 
 def synthetic_run(levels=(0.03, 0.35, 0.78, 1.0), circuits=True) -> Run:
     """Accuracy with three log-abrupt rises; metrics switch as paper Table 1 says (or never, if not circuits)."""
-    acc = np.interp(STEPS, EDGES, [levels[0], levels[0], levels[1], levels[1], levels[2], levels[2], levels[3], levels[3]])
+    acc = np.interp(STEPS, EDGES, [level for level in levels for _ in (0, 1)])
     phase = np.searchsorted([1500, 12000, 50000], STEPS, side="right")  # 0..3, settled after each rise
-    m = {"step": STEPS.astype(float), "acc": acc}
+    m = {"step": STEPS.astype(float), "acc": acc, "loss": 1 - acc}
     table = {  # phase -> (layer-1 metrics, layer-2 metrics) as bigram, label_attention, chunk_example
         0: ((0.11, 0.44, 0.26), (0.11, 0.44, 0.26)),
         1: ((0.98, 0.01, 0.26), (1.0, 0.0, 0.26)),
@@ -28,7 +33,7 @@ def synthetic_run(levels=(0.03, 0.35, 0.78, 1.0), circuits=True) -> Run:
     for layer in (1, 2):
         for j, name in enumerate(("bigram", "label_attention", "chunk_example")):
             vals = [table[p if circuits else 0][layer - 1][j] for p in range(4)]
-            m[f"L{layer}H1_{name}"] = np.array(vals)[phase]
+            m[metric_column(layer, 1, name)] = np.array(vals)[phase]
     return Run(Path("synthetic"), Config(), m, {}, [0, 100, 1000, 3000, 10000, 30000, 100_000])
 
 
@@ -57,9 +62,9 @@ def test_phase_checks_fail_when_phase_two_is_missing():
 def test_phase_steps_pick_the_middle_of_each_plateau():
     """Checkpoints chosen per phase lie inside the plateau; evaluated steps sit near its log-middle."""
     run = synthetic_run()
-    ckpts = phase_steps(run)
+    ckpts = phase_steps(run, learned_phases(run))
     assert set(ckpts) <= {1, 2, 3} and all(s in run.checkpoint_steps for s in ckpts.values())
-    evals = phase_steps(run, checkpoints=False)
+    evals = phase_steps(run, learned_phases(run), checkpoints=False)
     assert 2500 <= evals[1] <= 5000 and 15000 <= evals[2] <= 30000
 
 
@@ -74,7 +79,9 @@ def test_circuit_checks_match_table_one():
 
 def curve_run(acc, cfg=Config(), extra=None) -> Run:
     """A run with a given accuracy curve on STEPS (and extra logged columns)."""
-    return Run(Path("synthetic"), cfg, {"step": STEPS.astype(float), "acc": np.asarray(acc, float), **(extra or {})}, {}, [])
+    metrics = {"step": STEPS.astype(float), "acc": np.asarray(acc, float), "loss": 1 - np.asarray(acc, float),
+               **(extra or {})}
+    return Run(Path("synthetic"), cfg, metrics, {}, [])
 
 
 def test_final_level_and_steps_to():
@@ -126,3 +133,26 @@ def test_induction_checks_on_a_tiny_run(tiny_run):
                                                        "layer 2 attends to the matching pair's label",
                                                        "accuracy on novel classes (copy set)"]
     assert not checks[0].ok and all(c.ok in (True, False) for c in checks)
+
+
+def test_phase_steps_of_a_repeated_phase_take_the_later_plateau():
+    """Two plateaus given the same index (a phase named twice): the later one's middle step wins."""
+    run = synthetic_run()
+    first, second = learned_phases(run)[:2]
+    steps = phase_steps(run, [first, dataclasses.replace(second, index=first.index)], checkpoints=False)
+    assert steps == {first.index: phase_steps(run, [second], checkpoints=False)[second.index]}
+
+
+def test_surgery_checks_and_flag_table():
+    """A phase's Table-1 pattern is necessary when removing it costs 5 points; the flag table marks it."""
+    def table(cut):
+        return {name: {"in_dist": 0.9 - (cut if name.startswith("L1 remove bigram") else 0.0)}
+                for name in standard_edits()}
+    checks = surgery_checks({1: table(0.5)})
+    assert [c.what for c in checks] == ["Phase 1 (NCC): layer 1 bigram is necessary",
+                                        "Phase 1 (NCC): layer 2 bigram is necessary"]
+    assert [c.ok for c in checks] == [True, False]
+    assert not surgery_checks({1: table(0.01)})[0].ok
+    lines = surgery_flag_table({1: table(0.5)}).splitlines()
+    assert "Phase 1 (NCC)" in lines[0] and lines[1].split() == ["L1", "bigram", "NS*"]
+    assert lines[4].split() == ["L2", "bigram", "S*"]

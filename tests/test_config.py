@@ -77,4 +77,5 @@ def test_seeds_derived_and_overridable():
     assert set(s) == {"instance", "init", "data", "eval"} and len(set(s.values())) == 4
     assert Config(seed=4).seeds() == s != Config(seed=5).seeds()
     t = Config(seed=4, data_seed=11).seeds()
-    assert t["data"] == 11 and {k: v for k, v in t.items() if k != "data"} == {k: v for k, v in s.items() if k != "data"}
+    assert t["data"] == 11
+    assert {k: v for k, v in t.items() if k != "data"} == {k: v for k, v in s.items() if k != "data"}

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from icl_meta import mask_matrix
-from icl_meta.exercises import SOLUTION_TAG, check_labels, check_mask, check_metrics, main
+from icl_meta.book.exercises import SOLUTION_TAG, check_labels, check_mask, check_metrics, main
 from icl_meta.probes import circuit_metrics
 
 BOOK = Path(__file__).resolve().parents[1] / "book"

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from icl_meta import Config, Model, attention_maps, circuit_metrics, sample
-from icl_meta.heads import (head_patterns, head_roles, pattern_thresholds, role_switches, steepest_change,
-                            steepest_head_change, uniform_metrics)
+from icl_meta.analysis.heads import (head_patterns, head_roles, pattern_thresholds, role_switches, steepest_change,
+                                     steepest_head_change, uniform_metrics)
+from icl_meta.probes import metric_column
 from icl_meta.runs import Run
 from icl_meta.task import generator, make_instance
 
@@ -24,7 +25,7 @@ def head_run(columns: dict[str, tuple[float, float, int]], cfg: Config = CFG) ->
     for layer in range(1, cfg.n_layers + 1):
         for head in range(1, cfg.n_heads + 1):
             for name, value in u.items():
-                m[f"L{layer}H{head}_{name}"] = np.full(len(STEPS), value)
+                m[metric_column(layer, head, name)] = np.full(len(STEPS), value)
     for col, (before, after, step) in columns.items():
         m[col] = np.where(STEPS < step, before, after)
     return Run(Path("synthetic"), cfg, m, {}, [])
@@ -49,7 +50,9 @@ def test_patterns_and_roles_follow_table_1():
     run.metrics["L1H1_bigram"][STEPS >= 8000] = 0.1
     run.metrics["L1H1_label_attention"][STEPS >= 8000] = 0.9
     pat, roles = head_patterns(run), head_roles(run)
-    at = lambda step: int(np.searchsorted(STEPS, step))
+    def at(step):
+        return int(np.searchsorted(STEPS, step))
+
     assert pat[0, 0, at(0)] == "mixed" and pat[0, 0, at(5000)] == "bigram" and pat[0, 0, at(9000)] == "label_attention"
     assert list(roles[:, 0, at(5000)]) == ["NCC", "NCC"]
     assert list(roles[:, 0, at(9000)]) == ["SCC", "SCC"]

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from icl_meta.llm import (LABELS, METRICS, SMOKE_SENTENCES, Spans, build_prompt, char_to_token_span,
-                          circuit_metrics_llm, encode, metrics_from_attentions, sample_prompts, tagged_tokens,
-                          tiny_gpt2)
+from icl_meta.analysis.llm import (LABELS, METRICS, SMOKE_SENTENCES, Spans, build_prompt, char_to_token_span,
+                                   circuit_metrics_llm, encode, metrics_from_attentions, sample_prompts, tagged_tokens,
+                                   tiny_gpt2, uniform_baseline)
 
 DEMOS = [("A joy to watch.", "positive"), (" Dull, dull, dull. ", "negative")]
 
@@ -149,7 +149,7 @@ def test_bad_model_or_prompts_name_the_parameter(tiny):
 
 def test_load_pretrained_from_a_saved_directory(tiny, tmp_path):
     """The Hub path of the chapter, offline: a saved model reloads with eager attention, same numbers."""
-    from icl_meta.llm import load_pretrained
+    from icl_meta.analysis.llm import load_pretrained
 
     model, tokenizer = tiny
     model.save_pretrained(tmp_path)
@@ -173,3 +173,19 @@ def test_other_architectures_and_missing_attentions(tiny):
                                       attn_implementation="sdpa"))
     with pytest.raises(ValueError, match="model"):
         circuit_metrics_llm(sdpa.eval(), tokenizer, prompts)
+
+
+def test_uniform_baseline_is_even_causal_attention(tiny):
+    """With even causal attention the last token's self-weight is 1/S and Label Attention the label tokens'
+    share of the prompt; the baseline averages those over prompts."""
+    _, tokenizer = tiny
+    prompts = sample_prompts(SMOKE_SENTENCES, 3, seed=0)
+    base = uniform_baseline(tokenizer, prompts)
+    sizes, shares = [], []
+    for text, spans in prompts:
+        ids, tok = encode(tokenizer, text, spans)
+        sizes.append(ids.shape[1])
+        shares.append(sum(b - a for a, b in tok.labels) / len(tok.labels) / ids.shape[1])
+    assert set(base) == set(METRICS)
+    assert base["bigram"] == pytest.approx(sum(1 / s for s in sizes) / len(sizes))
+    assert base["label_attention"] == pytest.approx(sum(shares) / len(shares))

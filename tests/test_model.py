@@ -1,4 +1,4 @@
-"""The network (SPEC §3), its fast query-only path, attention weights and circuit masks (SPEC §5)."""
+"""The network (Methods §Model), its fast query-only path, attention weights and circuit masks (Methods §Metrics)."""
 
 import pytest
 import torch
@@ -16,7 +16,7 @@ def batch_for(cfg, gen, n=8):
 
 
 def reference_logits(model, batch):
-    """SPEC §3 written out: [x; one-hot(pos)] and label tokens, h += softmax(QK^T + causal) V per head
+    """Methods §Model written out: [x; one-hot(pos)] and label tokens, h += softmax(QK^T + causal) V per head
     (unscaled, no W_O, no LayerNorm), then Linear+ReLU+Linear at the query."""
     cfg = model.cfg
     items = torch.cat([batch.items, F.one_hot(batch.positions, cfg.pos_dim).float()], -1)
@@ -34,7 +34,7 @@ def reference_logits(model, batch):
 
 @pytest.mark.parametrize("n_heads", [1, 4])
 def test_forward_matches_reference(n_heads, gen):
-    """The default model computes exactly the architecture of SPEC §3."""
+    """The default model computes exactly the architecture of Methods §Model."""
     cfg = Config(n_heads=n_heads)
     model = Model(cfg)
     batch = batch_for(cfg, gen)

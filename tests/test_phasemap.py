@@ -5,12 +5,12 @@ from pathlib import Path
 
 import numpy as np
 
-from icl_meta import Config
+from icl_meta import Config, ceilings
+from icl_meta.analysis.phasemap import (MIN_GAP, Summary, max_jump, name_plateau, named_phases, phase2_gap, summarise,
+                                        truncated, varied)
 from icl_meta.bayes import query_class_accuracy
-from icl_meta.phasemap import (MIN_GAP, Summary, first_plateau_checks, judge, map_checks, max_jump, name_plateau,
-                               named_phases,
-                               paper_check, phase2_gap, phase_table, smoothing_check, summarise, task_order_check,
-                               truncated, varied)
+from icl_meta.book.sweep_claims import (first_plateau_checks, judge, map_checks, paper_check, phase_table,
+                                        smoothing_check, task_order_check)
 from icl_meta.runs import Run
 from icl_meta.sweeps import WINDOW
 
@@ -115,7 +115,8 @@ def test_smoothing_check_prefers_gentler_curves():
 
 
 def test_varied_keeps_runs_that_change_only_the_given_fields():
-    a, b, c = (_summary((1,), 0.4, cfg=Config(**kw)) for kw in ({}, {"num_classes": 32}, {"num_classes": 32, "eps": 0.5}))
+    kws = ({}, {"num_classes": 32}, {"num_classes": 32, "eps": 0.5})
+    a, b, c = (_summary((1,), 0.4, cfg=Config(**kw)) for kw in kws)
     assert varied([a, b, c], ("num_classes",)) == [a, b]
     assert varied([a, b, c], ("num_classes", "eps")) == [a, b, c]
 
@@ -123,7 +124,7 @@ def test_varied_keeps_runs_that_change_only_the_given_fields():
 def test_phase2_gap_and_map_checks():
     """Longer contexts leave the SCC ceiling no room below the FCC one; the map check counts only runs
     that reached Phase 3."""
-    assert phase2_gap(Config(), 5_000) > MIN_GAP > phase2_gap(Config(num_seq=8), 5_000)
+    assert phase2_gap(ceilings(Config(), n=5_000)) > MIN_GAP > phase2_gap(ceilings(Config(num_seq=8), n=5_000))
     cells = [[[_summary((1, 2, 3), 1.0)], [_summary((1, 3), 1.0)], [_summary((1,), 0.4)]]]
     (check,) = map_checks("m", cells, np.array([[True, False, False]]))
     assert check.ok is True and "2 of 2" in check.ours

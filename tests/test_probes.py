@@ -6,7 +6,7 @@ import torch
 
 from icl_meta import (Config, Model, attention_maps, circuit_metrics, make_instance, paper_boundaries, phase_report,
                       phases, robust_boundaries, sample)
-from icl_meta.probes import delta_acc, matching_label_weight, metric_columns
+from icl_meta.probes import delta_acc, matching_label_weight, metric_column, metric_columns, parse_metric_column
 from icl_meta.task import generator
 
 
@@ -41,6 +41,14 @@ def test_metric_columns_per_layer_and_head():
     assert len(cols) == 2 * 2 * 3
     assert cols["L1H1_bigram"] == 1.0 and cols["L1H2_label_attention"] == pytest.approx(0.5)
     assert cols["L2H1_chunk_example"] == pytest.approx(0.6) and cols["L2H2_chunk_example"] == 0.0
+
+
+def test_metric_column_names_and_parses_back():
+    """One name per (layer, head, metric), 1-based, parsed back to the same triple; other columns parse to None."""
+    assert metric_column(1, 2, "label_attention") == "L1H2_label_attention"
+    assert parse_metric_column(metric_column(12, 16, "chunk_example")) == (12, 16, "chunk_example")
+    for other in ("acc", "loss", "acc_task0", "L1H1_nothing", "L1H1bigram"):
+        assert parse_metric_column(other) is None
 
 
 def test_attention_maps_are_batch_means():

@@ -5,8 +5,8 @@ import torch
 
 from icl_meta import Config, Model, attention_maps, make_instance, mask_matrix, sample
 from icl_meta.config import CIRCUITS
-from icl_meta.surgery import (Edit, allowed_after, circuit_edits, edited, pattern_cells, standard_edits,
-                              surgery_table, verdicts)
+from icl_meta.analysis.surgery import (Edit, allowed_after, circuit_edits, edited, pattern_cells, standard_edits,
+                                       surgery_table, verdict_flags, verdicts)
 from icl_meta.task import eval_sets
 
 N, S, Q = 4, 9, 8
@@ -106,9 +106,12 @@ def test_surgery_table_and_verdicts(model_and_batch):
     assert all(0 <= v <= 1 for row in table.values() for v in row.values())
     fake = {"none": {"in_dist": 0.9}, "L1 remove bigram": {"in_dist": 0.5}, "L1 keep bigram": {"in_dist": 0.88}}
     assert verdicts(fake, 1, "bigram") == {"necessary": True, "sufficient": True}
+    assert verdict_flags(fake, 1, "bigram") == "NS"
     fake["L1 keep bigram"]["in_dist"] = 0.6
+    assert verdict_flags(fake, 1, "bigram") == "N"
     fake["L1 remove bigram"]["in_dist"] = 0.87
     assert verdicts(fake, 1, "bigram") == {"necessary": False, "sufficient": False}
+    assert verdict_flags(fake, 1, "bigram") == "-"
 
 
 @pytest.mark.parametrize("renormalise", [True, False])

@@ -58,7 +58,8 @@ def test_sweeps_command_trains_and_resumes(tmp_path, monkeypatch, capsys):
     assert run.provenance["finished"] and run.provenance["command"].startswith("icl-meta sweeps tiny")
 
 
-def test_sweeps_command_rejects_an_unknown_sweep(tmp_path):
-    with pytest.raises(SystemExit, match="sweep must be one of"):
+def test_sweeps_command_rejects_an_unknown_sweep(tmp_path, capsys):
+    with pytest.raises(SystemExit, match="2"):
         main(["sweeps", "nope", "--out", str(tmp_path / "s")])
+    assert "sweep must be one of" in capsys.readouterr().err
     assert not (tmp_path / "s").exists()

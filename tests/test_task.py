@@ -1,4 +1,4 @@
-"""The sampler and the problem instance (SPEC §2)."""
+"""The sampler and the problem instance (Methods §Task)."""
 
 import pytest
 import torch

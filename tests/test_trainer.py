@@ -1,4 +1,4 @@
-"""Training runs (SPEC §4) and run directories: files, metrics, determinism, resume, early stop."""
+"""Training runs (Methods §Training) and run directories: files, metrics, determinism, resume, early stop."""
 
 import json
 import pickle
@@ -100,11 +100,11 @@ def test_resume_after_interrupt_is_exact(tiny_run, tiny_cfg, tmp_path, monkeypat
     calls = []
     real = trainer.evaluate
 
-    def interrupting(model, sets):
+    def interrupting(model, sets, *probe):
         if len(calls) == 5:  # evaluations at steps 0, 10, 20, 30, 40 done; interrupt at 50
             raise KeyboardInterrupt
         calls.append(1)
-        return real(model, sets)
+        return real(model, sets, *probe)
 
     monkeypatch.setattr(trainer, "evaluate", interrupting)
     with pytest.raises(KeyboardInterrupt):
@@ -216,7 +216,7 @@ def test_interrupted_extension_is_not_taken_for_finished(tiny_cfg, tmp_path, mon
     longer = tiny_cfg.replace(steps=tiny_cfg.steps + 40)
     real = trainer.evaluate
 
-    def interrupting(model, sets):
+    def interrupting(model, sets, *probe):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(trainer, "evaluate", interrupting)
@@ -260,3 +260,14 @@ def test_compact_keeps_k_checkpoints_spread_over_the_run(tiny_cfg, tmp_path):
     kept = load_run(run.path).checkpoint_steps
     assert len(kept) == 3 and kept[0] == before[0] and kept[-1] == before[-1] and kept[1] in before[1:-1]
     assert sorted(kept + load_run(run.path).provenance["dropped_checkpoints"]) == before
+
+
+def test_compiled_training_is_the_same_run_to_float_rounding(tiny_run, tiny_cfg, tmp_path):
+    """compile=True trains through torch.compile's forward: the metrics are the eager run's up to rounding (as
+    the shipped-run check allows), and provenance says how the run was made."""
+    fast = train(tiny_cfg, tmp_path / "compiled", progress=False, compile=True)
+    assert fast.provenance["compiled"] and not tiny_run.provenance["compiled"]
+    for col, ref in tiny_run.metrics.items():
+        if col != "time":
+            atol = 3 / tiny_cfg.eval_size if col.startswith(("acc", "train_acc")) else 1e-4
+            np.testing.assert_allclose(fast.metrics[col], ref, atol=atol, rtol=1e-4, err_msg=col)

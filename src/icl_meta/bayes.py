@@ -65,7 +65,8 @@ def ceilings(cfg: Config, inst: Instance | None = None, n: int = 100_000, seed: 
         m_in = m[:, None] - torch.nn.functional.one_hot(table_q, L)
         present = _log_comb(c_minus_q, m_in).sum(-1)
         if cfg.query_rule == "uniform":  # P(q | C) = (1 - p_B) / K + p_B [q in C] / n
-            log_lik = torch.logaddexp(full_sets + _log(1 - cfg.p_bursty) - log(K), present + _log(cfg.p_bursty) - log(n_ctx))
+            log_lik = torch.logaddexp(full_sets + _log(1 - cfg.p_bursty) - log(K),
+                                      present + _log(cfg.p_bursty) - log(n_ctx))
         else:
             # P(C, q) = (1 - p_B) / (C(K, n) (K - n)) for q outside C, p_B / (C(K, n) n) for q in C
             log_lik = torch.logaddexp(absent + _log(1 - cfg.p_bursty) - log(K - n_ctx),

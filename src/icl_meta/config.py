@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
 import os
 from dataclasses import dataclass
 
 import numpy as np
 
 MASK_NAMES = ("none", "bigram", "label_attention", "chunk_example")
-# SPEC §5 / paper Table 1: the pattern of each circuit in layers 1 and 2, also its training masks (App. C).
+# Methods §Metrics / paper Table 1: the pattern of each circuit in layers 1 and 2, also its training masks (App. C).
 CIRCUITS = {"NCC": ("bigram", "bigram"), "SCC": ("label_attention", "bigram"),
             "FCC": ("chunk_example", "label_attention")}
 QUERY_RULES = ("absent", "uniform")
@@ -23,6 +25,7 @@ LABEL_TABLES = ("random", "scc_theory")
 BLOCKS = ("attention", "standard")
 READOUTS = ("query", "all_labels")
 MAX_LAYERS = 6
+SEED_LIMIT = 2**64  # seeds feed torch.Generator.manual_seed, which takes at most 64 bits
 
 
 def fast_mode() -> bool:
@@ -32,9 +35,9 @@ def fast_mode() -> bool:
 
 @dataclass(frozen=True)
 class Config:
-    """Every knob of one run. Defaults are the paper's (SPEC §2-§4)."""
+    """Every knob of one run. Defaults are the paper's (Methods §Task, §Model, §Training)."""
 
-    # task (SPEC §2)
+    # task (Methods §Task)
     num_tasks: int = 3  # T
     num_classes: int = 64  # K
     num_labels: int = 32  # L
@@ -49,15 +52,15 @@ class Config:
     query_rule: str = "absent"  # "absent": paper's p_B definition; "uniform": authors' code, any of K
     random_offset: bool = False  # place each sequence at a random offset in the P-wide position window
     label_table: str = "random"  # "random": i.i.d. labels; "scc_theory": App. D conditions (T=2, K=L)
-    # model (SPEC §3)
+    # model (Methods §Model)
     n_layers: int = 2
     n_heads: int = 1
     w_o: bool = False  # output projection per attention layer (the authors' code had none)
-    masks: tuple[str, ...] = ()  # per-layer circuit mask names (SPEC §5); empty means causal everywhere
+    masks: tuple[str, ...] = ()  # per-layer circuit mask names (Methods §Metrics); empty means causal everywhere
     block: str = "attention"  # "attention": attention-only; "standard": pre-LN attention + MLP blocks
     readout: str = "query"  # "query": loss at the query; "all_labels": loss at every item (App. M)
     mlp_hidden: int = 128
-    # training (SPEC §4)
+    # training (Methods §Training)
     lr: float = 0.01
     batch_size: int = 128
     steps: int = 100_000
@@ -109,6 +112,8 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Config":
+        if not isinstance(d, dict):
+            raise ValueError(f"a config must be a JSON object of fields, got {type(d).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:
@@ -132,14 +137,38 @@ def _require(ok: bool, name: str, allowed: str, value) -> None:
         raise ValueError(f"{name} must be {allowed}, got {value!r}")
 
 
+def _is_int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_finite(v) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+
+# What each field type admits (checked first, so that the range checks below compare numbers with numbers).
+TYPE_CHECKS = {
+    "int": (_is_int, "an integer"),
+    "int | None": (lambda v: v is None or _is_int(v), "None or an integer"),
+    "float": (_is_finite, "a finite number"),
+    "float | None": (lambda v: v is None or _is_finite(v), "None or a finite number"),
+    "bool": (lambda v: isinstance(v, bool), "True or False"),
+    "str": (lambda v: isinstance(v, str), "a string"),
+    "tuple[str, ...]": (lambda v: isinstance(v, tuple) and all(isinstance(m, str) for m in v), "a tuple of names"),
+}
+
+
 def _check(c: Config) -> None:
+    for f in dataclasses.fields(c):
+        ok, allowed = TYPE_CHECKS[f.type]
+        _require(ok(getattr(c, f.name)), f.name, allowed, getattr(c, f.name))
     for name in ("num_tasks", "num_classes", "num_seq", "content_dim", "burstiness", "n_heads",
                  "mlp_hidden", "batch_size", "steps", "eval_every", "eval_size", "aux_eval_size",
                  "probe_size", "save_every"):
         v = getattr(c, name)
         _require(isinstance(v, int) and v >= 1, name, "an integer >= 1", v)
     _require(isinstance(c.num_labels, int) and c.num_labels >= 2, "num_labels", "an integer >= 2", c.num_labels)
-    _require(c.pos_dim >= c.num_seq + 1, "pos_dim", f">= num_seq + 1 = {c.num_seq + 1} (one slot per pair and the query)", c.pos_dim)
+    _require(c.pos_dim >= c.num_seq + 1, "pos_dim",
+             f">= num_seq + 1 = {c.num_seq + 1} (one slot per pair and the query)", c.pos_dim)
     _require(c.num_seq % c.burstiness == 0, "burstiness", f"a divisor of num_seq = {c.num_seq}", c.burstiness)
     _require(c.n_ctx_classes <= c.num_classes, "num_seq / burstiness",
              f"<= num_classes = {c.num_classes} (distinct context classes)", c.n_ctx_classes)
@@ -150,29 +179,34 @@ def _check(c: Config) -> None:
     _require(c.query_rule in QUERY_RULES, "query_rule", f"one of {QUERY_RULES}", c.query_rule)
     if c.query_rule == "absent" and c.p_bursty < 1.0:
         _require(c.n_ctx_classes < c.num_classes, "num_seq / burstiness",
-                 f"< num_classes = {c.num_classes} so that a query class absent from the context exists", c.n_ctx_classes)
+                 f"< num_classes = {c.num_classes} so that a query class absent from the context exists",
+                 c.n_ctx_classes)
     _require(c.label_table in LABEL_TABLES, "label_table", f"one of {LABEL_TABLES}", c.label_table)
     if c.label_table == "scc_theory":
         _require(c.num_tasks == 2, "num_tasks", "2 under label_table='scc_theory'", c.num_tasks)
-        _require(c.num_labels == c.num_classes, "num_labels", f"== num_classes = {c.num_classes} under label_table='scc_theory'", c.num_labels)
-        _require(c.burstiness == 1, "burstiness", "1 under label_table='scc_theory' (no duplicate classes)", c.burstiness)
+        _require(c.num_labels == c.num_classes, "num_labels",
+                 f"== num_classes = {c.num_classes} under label_table='scc_theory'", c.num_labels)
+        _require(c.burstiness == 1, "burstiness", "1 under label_table='scc_theory' (no duplicate classes)",
+                 c.burstiness)
         _require(c.p_bursty == 0.0 and c.query_rule == "absent", "p_bursty",
                  "0 with query_rule='absent' under label_table='scc_theory' (query never in context)", c.p_bursty)
     _require(1 <= c.n_layers <= MAX_LAYERS, "n_layers", f"in 1..{MAX_LAYERS}", c.n_layers)
-    _require(c.d_model % c.n_heads == 0, "n_heads", f"a divisor of d_model = content_dim + pos_dim = {c.d_model}", c.n_heads)
+    _require(c.d_model % c.n_heads == 0, "n_heads", f"a divisor of d_model = content_dim + pos_dim = {c.d_model}",
+             c.n_heads)
     _require(len(c.masks) in (0, c.n_layers), "masks", f"empty or one name per layer ({c.n_layers})", c.masks)
     for m in c.masks:
         _require(m in MASK_NAMES, "masks", f"names from {MASK_NAMES}", m)
     _require(c.block in BLOCKS, "block", f"one of {BLOCKS}", c.block)
     _require(c.readout in READOUTS, "readout", f"one of {READOUTS}", c.readout)
     _require(c.lr > 0, "lr", "> 0", c.lr)
-    _require(c.seed >= 0, "seed", ">= 0", c.seed)
+    _require(0 <= c.seed < SEED_LIMIT, "seed", "in [0, 2**64)", c.seed)
     for name in ("instance_seed", "init_seed", "data_seed", "eval_seed"):
         v = getattr(c, name)
-        _require(v is None or v >= 0, name, "None or >= 0", v)
+        _require(v is None or 0 <= v < SEED_LIMIT, name, "None or in [0, 2**64)", v)
     _require(c.probe_size <= c.eval_size, "probe_size", f"<= eval_size = {c.eval_size}", c.probe_size)
     _require(c.save_every % c.eval_every == 0, "save_every", f"a multiple of eval_every = {c.eval_every}", c.save_every)
     _require(c.n_checkpoints >= 0, "n_checkpoints", ">= 0", c.n_checkpoints)
-    _require(c.early_stop_acc is None or 0 < c.early_stop_acc <= 1, "early_stop_acc", "None or in (0, 1]", c.early_stop_acc)
+    _require(c.early_stop_acc is None or 0 < c.early_stop_acc <= 1, "early_stop_acc", "None or in (0, 1]",
+             c.early_stop_acc)
     _require(c.early_stop_factor >= 1, "early_stop_factor", ">= 1", c.early_stop_factor)
     _require(c.device == "cpu" or c.device.startswith("cuda"), "device", "'cpu' or 'cuda[:i]'", c.device)

@@ -1,4 +1,4 @@
-"""The network of SPEC §3 and its variants.
+"""The network of Methods §Model and its variants.
 
 Default: embed -> attention layer 1 -> attention layer 2 -> Linear+ReLU -> Linear, read at the query.
 Attention is causal, unscaled (no 1/sqrt(d)), with no output projection and no LayerNorm, and the
@@ -19,7 +19,7 @@ from .task import Batch
 
 
 def mask_matrix(name: str, num_seq: int) -> torch.Tensor:
-    """Boolean [S, S] matrix of allowed attention (row attends to column) for a SPEC §5 circuit mask.
+    """Boolean [S, S] matrix of allowed attention (row attends to column) for a circuit mask (Methods §Metrics).
 
     Positions are 0-based: item k at 2k, label k at 2k+1, query at 2N. Rows the mask does not restrict
     stay causal.
@@ -62,7 +62,8 @@ class Attention(nn.Module):
         self.w_o = _normal((d, d), d**-0.5, g) if w_o else None
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor, rows: torch.Tensor | None, need_weights: bool,
-                proj: torch.Tensor | None = None, gate: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                proj: torch.Tensor | None = None,
+                gate: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """x [B, S, d], bias [S, S] additive mask; rows: the query positions to compute (None: all);
         proj: x @ w_qkv when the caller has it cheaper (the first layer, see Model.embed_proj);
         gate: [S, S] factors applied to the weights after the softmax (circuit surgery), None for none.
@@ -87,7 +88,8 @@ class Attention(nn.Module):
             z = torch.einsum("bhrs,bsd->bhrd", att, x)
             out = torch.einsum("bhrd,dhc->brhc", z, wv).reshape(Bn, len(rows), d)
         else:
-            q, k, v = (t.view(Bn, S, H, dh).transpose(1, 2) for t in (x @ self.w_qkv if proj is None else proj).split(d, -1))
+            qkv = x @ self.w_qkv if proj is None else proj
+            q, k, v = (t.view(Bn, S, H, dh).transpose(1, 2) for t in qkv.split(d, -1))
             if need_weights or gate is not None:
                 att = torch.softmax(q @ k.transpose(-1, -2) * scale + bias, dim=-1)
                 if gate is not None:
@@ -116,7 +118,8 @@ class Block(nn.Module):
             self.w_out, self.b_out = _normal((4 * d, d), (4 * d) ** -0.5, g), nn.Parameter(torch.zeros(d))
 
     def forward(self, h: torch.Tensor, bias: torch.Tensor, rows: torch.Tensor | None, need_weights: bool,
-                proj: torch.Tensor | None = None, gate: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                proj: torch.Tensor | None = None,
+                gate: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         out, att = self.attn(self.ln1(h) if self.standard else h, bias, rows, need_weights, proj, gate)
         h = (h if rows is None else h[:, rows]) + out
         if self.standard:

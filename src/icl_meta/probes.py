@@ -1,11 +1,17 @@
-"""Probes: attention maps, the three circuit metrics (SPEC §5, paper Table 2) and the phase rules.
+"""Probes: attention maps, the three circuit metrics (Methods §Metrics, paper Table 2) and the phase rules.
 
-Positions here are 0-based (item k at 2k, label k at 2k+1, query at 2N); SPEC's 1-based formulas
+Token positions here are 0-based (item k at 2k, label k at 2k+1, query at 2N); the paper's 1-based formulas
 p[2N+1, 2N+1], Σ_k p[2N+1, 2k] and (1/N) Σ_k p[2k, 2k-1] become the indices below.
+
+Layers and heads are 1-based everywhere they are named: in function arguments (`layer`, `head`), in the
+logged metric columns (`metric_column`: "L1H1_bigram" is the first layer's first head) and in every
+chapter. They are 0-based only as Python indices into per-layer lists and arrays (the attention maps of
+`attention_maps`, the [layers, heads, ...] arrays of `icl_meta.analysis.heads`).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,13 +45,24 @@ def circuit_metrics(p: torch.Tensor) -> dict[str, torch.Tensor]:
     }
 
 
+def metric_column(layer: int, head: int, metric: str) -> str:
+    """The name of the logged column of one head's circuit metric: 'L{layer}H{head}_{metric}' (1-based)."""
+    return f"L{layer}H{head}_{metric}"
+
+
+def parse_metric_column(column: str) -> tuple[int, int, str] | None:
+    """(layer, head, metric) of a metric_column name; None for any other column (acc, loss, ...)."""
+    m = re.fullmatch(r"L(\d+)H(\d+)_(\w+)", column)
+    return (int(m[1]), int(m[2]), m[3]) if m and m[3] in METRICS else None
+
+
 def metric_columns(maps: list[torch.Tensor]) -> dict[str, float]:
-    """Flatten per-layer, per-head metrics into columns named 'L{layer}H{head}_{metric}' (1-based)."""
+    """Flatten per-layer, per-head metrics into their metric_column names."""
     out = {}
     for li, p in enumerate(maps):
         for name, vals in circuit_metrics(p).items():
             for hi, v in enumerate(vals.tolist()):
-                out[f"L{li + 1}H{hi + 1}_{name}"] = v
+                out[metric_column(li + 1, hi + 1, name)] = v
     return out
 
 
@@ -128,7 +145,8 @@ def log_smoothed(steps, acc, per_decade: int = 10) -> tuple[np.ndarray, np.ndarr
 
 def log_changes(steps, values, per_decade: int = 10) -> np.ndarray:
     """Changes of a logged curve between neighbouring points of the log_smoothed grid: how steep each
-    stretch looks on a log axis (phasemap.max_jump reads the accuracy's, heads.steepest_change a head's)."""
+    stretch looks on a log axis (analysis.phasemap.max_jump reads the accuracy's, analysis.heads.steepest_change
+    a head's)."""
     return np.diff(log_smoothed(steps, values, per_decade)[1])
 
 

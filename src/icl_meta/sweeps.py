@@ -1,5 +1,5 @@
-"""The sweeps of the data chapters (SPEC Fig 7, 15, 18, 19, phase maps) and the architecture chapters
-(Fig 8, 9, 16, 17, 20-23), declared once.
+"""The sweeps of the data chapters (paper Fig. 7, 15, 18, 19, phase maps) and the architecture chapters
+(Fig. 8, 9, 16, 17, 20-23), declared once (Methods §Choices: data and architecture sweeps).
 
 `icl-meta sweeps --out runs` trains every run of `QUEUE` that is not finished yet, several processes at
 once, into `runs/<sweep>/<setting>__seed-S`; it resumes interrupted runs, so the same command continues a

@@ -1,4 +1,4 @@
-"""The in-context meta-learning task (SPEC §2): a seeded problem instance and a batched sampler.
+"""The in-context meta-learning task (Methods §Task): a seeded problem instance and a batched sampler.
 
 Every sequence is x_1, l_1, ..., x_N, l_N, x_q. All sampling is tensor code over the whole batch; the
 distinct context classes and the query come from one Gumbel top-k draw, which is exactly successive
@@ -57,7 +57,7 @@ def zipf(n: int, exponent: float, device: str = "cpu") -> torch.Tensor:
 
 
 def make_instance(cfg: Config, seed: int | None = None) -> Instance:
-    """Draw class means μ_k ~ N(0, I_D/D) and the label table of the run (SPEC §2)."""
+    """Draw class means μ_k ~ N(0, I_D/D) and the label table of the run (Methods §Task)."""
     g = torch.Generator().manual_seed(cfg.seeds()["instance"] if seed is None else seed)
     K, T, L, D = cfg.num_classes, cfg.num_tasks, cfg.num_labels, cfg.content_dim
     means = torch.randn(K, D, generator=g) / D**0.5

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..sweeps import WINDOW
+
 
 @dataclass(frozen=True)
 class Check:
@@ -22,6 +24,19 @@ class Check:
 
 def within(ours: float, paper: float, tol: float) -> bool:
     return abs(ours - paper) <= tol
+
+
+def over_seeds(verdicts: list[bool | None]) -> bool | None:
+    """One verdict from the seeds': not matched if any seed fails, else not comparable if any seed
+    gives no verdict, else matched."""
+    return False if False in verdicts else (None if None in verdicts else True)
+
+
+def seeds_text(n: int = 1, seed: int | None = None, window: bool = True) -> str:
+    """The seeds column of a check: '3 seeds, 60,000 steps' for n seeds, 'seed 0, 60,000 steps' for the
+    one named seed; window: the runs were read over the sweeps' window (sweeps.WINDOW)."""
+    who = f"seed {seed}" if seed is not None else f"{n} seed{'s' * (n > 1)}"
+    return who + (f", {WINDOW:,} steps" if window else "")
 
 
 def reproduction_table(checks: list[Check]) -> str:

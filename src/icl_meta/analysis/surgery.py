@@ -1,7 +1,7 @@
 """Circuit surgery: edit one attention pattern of a trained model and measure what it was for.
 
 The paper restricts attention from initialisation (App. C). Here a trained checkpoint is edited at
-test time instead, one pattern of one layer at a time (SPEC §5 names the patterns):
+test time instead, one pattern of one layer at a time (Methods §Metrics names the patterns):
 
 * ``keep``: the pattern's rows may attend only where the pattern points (the training mask of the
   same name). If accuracy survives, the rest of those rows' attention was not needed: the pattern is
@@ -20,12 +20,11 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import CIRCUITS
-from .model import Model, mask_matrix
-from .probes import METRICS
-from .report import Check
-from .task import Batch
-from .trainer import accuracy
+from ..config import CIRCUITS
+from ..model import Model, mask_matrix
+from ..probes import METRICS
+from ..task import Batch
+from ..trainer import accuracy
 
 ACTIONS = ("keep", "remove")
 SETS = ("in_dist", "random_label", "in_weights")
@@ -119,6 +118,12 @@ def surgery_table(model: Model, sets: dict[str, Batch], edits: dict[str, tuple[E
     return {name: {k: accuracy(edited(model, es, renormalise), sets[k]) for k in SETS} for name, es in edits.items()}
 
 
+def verdict_flags(table: dict[str, dict[str, float]], layer: int, pattern: str, effect: float = EFFECT) -> str:
+    """verdicts() in two letters: "N" necessary, "S" sufficient, "NS" both, "-" neither."""
+    v = verdicts(table, layer, pattern, effect)
+    return ("N" if v["necessary"] else "") + ("S" if v["sufficient"] else "") or "-"
+
+
 def verdicts(table: dict[str, dict[str, float]], layer: int, pattern: str, effect: float = EFFECT) -> dict[str, bool]:
     """Read one (layer, pattern) off a surgery table on the in-distribution set.
 
@@ -128,23 +133,3 @@ def verdicts(table: dict[str, dict[str, float]], layer: int, pattern: str, effec
     base = table["none"]["in_dist"]
     return {"necessary": base - table[str(Edit(layer, pattern, "remove"))]["in_dist"] >= effect,
             "sufficient": base - table[str(Edit(layer, pattern, "keep"))]["in_dist"] < effect}
-
-
-def surgery_checks(tables: dict[int, dict[str, dict[str, float]]], effect: float = EFFECT) -> list[Check]:
-    """Paper Table 1 tested causally: in each phase's checkpoint (tables: phase -> surgery table), is
-    each layer's Table-1 pattern necessary (removing it costs at least `effect` accuracy)?"""
-    names = dict(enumerate(CIRCUITS, start=1))  # phase k uses the k-th circuit
-    checks = []
-    for k, table in sorted(tables.items()):
-        if k not in names:
-            continue
-        for layer, pattern in enumerate(CIRCUITS[names[k]], start=1):
-            v = verdicts(table, layer, pattern, effect)
-            base, cut = table["none"]["in_dist"], table[str(Edit(layer, pattern, "remove"))]["in_dist"]
-            keep = table[str(Edit(layer, pattern, "keep"))]["in_dist"]
-            checks.append(Check(f"Phase {k} ({names[k]}): layer {layer} {pattern} is necessary",
-                                "Table 1 names it (observed, not tested)",
-                                f"remove: {base:.3f} → {cut:.3f}; keep only: {keep:.3f} "
-                                f"({'sufficient' if v['sufficient'] else 'not sufficient'})",
-                                "seed 0", v["necessary"]))
-    return checks

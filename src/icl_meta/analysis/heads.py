@@ -1,5 +1,5 @@
 """What each attention head does, step by step: head patterns, head roles and how abruptly they switch
-(the architecture chapters, SPEC Fig 8, 9, 16, 17, 22, 23).
+(the architecture chapters: paper Fig. 8, 9, 16, 17, 22, 23; Methods §Heads).
 
 A head's *pattern* is the circuit metric (probes.METRICS) it shows most, each metric measured as its
 excess over uniform causal attention, (m - u) / (1 - u): 0 for a head that spreads its attention evenly
@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .probes import METRICS, log_changes
-from .runs import Run
+from ..probes import METRICS, log_changes, metric_column, parse_metric_column
+from ..runs import Run
 
 # A head shows a pattern when its metric stands at least a third of the way from uniform attention to the
 # pure pattern (fixed before the architecture runs were trained; the chapters show the raw metrics too).
@@ -45,7 +45,7 @@ def pattern_thresholds(num_seq: int) -> dict[str, float]:
 def excess(run: Run, layer: int, head: int) -> dict[str, np.ndarray]:
     """Each metric of one head (1-based layer and head) at every evaluated step, as excess over uniform."""
     u = uniform_metrics(run.config.num_seq)
-    return {m: (run.metrics[f"L{layer}H{head}_{m}"] - u[m]) / (1 - u[m]) for m in METRICS}
+    return {m: (run.metrics[metric_column(layer, head, m)] - u[m]) / (1 - u[m]) for m in METRICS}
 
 
 def head_patterns(run: Run) -> np.ndarray:
@@ -96,7 +96,15 @@ def steepest_change(run: Run, column: str) -> float:
 
 def steepest_head_change(run: Run) -> tuple[float, str]:
     """The steepest change of any head's circuit metric, and its column name."""
-    cols = [c for c in run.metrics if c[:1] == "L" and c.split("_", 1)[1] in METRICS]
+    cols = [c for c in run.metrics if parse_metric_column(c)]
     changes = {c: steepest_change(run, c) for c in cols}
     top = max(changes, key=changes.get)
     return changes[top], top
+
+
+def layer_metrics_at_end(run: Run) -> np.ndarray:
+    """[layers, 3] each layer's largest value over heads of each metric (probes.METRICS order), at the
+    last evaluated step (of the window, for a truncated run)."""
+    cfg = run.config
+    return np.array([[max(run.metrics[metric_column(layer, head, m)][-1] for head in range(1, cfg.n_heads + 1))
+                      for m in METRICS] for layer in range(1, cfg.n_layers + 1)])

@@ -4,7 +4,7 @@ The paper asks whether the circuits of its toy transformer also appear in a real
 
     Review: {review 1}\\nSentiment: {label 1}\\nReview: {review 2}\\nSentiment: {label 2}\\nReview: {query}\\nSentiment:
 
-and, per layer with attention averaged over heads (SPEC §5 carried over to text):
+and, per layer with attention averaged over heads (Methods §Metrics carried over to text):
 Bigram = the last token's attention to itself, Label Attention = the last token's attention to each label
 word (summed over its tokens, averaged over the demos), Chunk Example = each label's attention to its own
 review (summed over the review's tokens, averaged over label tokens and demos).
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .probes import METRICS
+from ..probes import METRICS
 
 LABELS = ("positive", "negative")
 
@@ -151,6 +151,17 @@ def circuit_metrics_llm(model, tokenizer, prompts: list[tuple[str, Spans]],
     rows = [prompt_metrics(model, tokenizer, text, spans) for text, spans in prompts]
     stacked = {k: np.stack([r[k] for r in rows]) for k in METRICS}
     return stacked if per_prompt else {k: v.mean(0) for k, v in stacked.items()}
+
+
+def uniform_baseline(tokenizer, prompts: list[tuple[str, Spans]]) -> dict[str, float]:
+    """The three metrics, averaged over prompts, if every row attended evenly to all positions up to
+    itself: the level a layer's metric shows without any pattern (the same at every layer)."""
+    rows = []
+    for text, spans in prompts:
+        ids, tok = encode(tokenizer, text, spans)
+        causal = torch.tril(torch.ones(ids.shape[1], ids.shape[1]))
+        rows.append(metrics_from_attentions((causal / causal.sum(1, keepdim=True))[None, None], tok))
+    return {k: float(np.mean([r[k] for r in rows])) for k in METRICS}
 
 
 def sample_prompts(data: list[tuple[str, str]], n: int | None = None, seed: int = 0) -> list[tuple[str, Spans]]:

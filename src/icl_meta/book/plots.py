@@ -6,7 +6,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from .probes import METRICS, Phase
+from ..probes import METRICS, Phase, metric_column
 
 PHASE_COLOURS = ("#f4d6a0", "#bcd9ea", "#c8e6c0", "#e3c9e8", "#eeeeee")
 TRANSITION_COLOUR = "#888888"
@@ -92,10 +92,11 @@ def plot_head_maps(maps: list[torch.Tensor], title: str = "") -> plt.Figure:
 
 
 def plot_metric_curves(ax: plt.Axes, run, layer: int, head: int = 1) -> None:
-    """The three circuit metrics of one layer and head against step."""
+    """The three circuit metrics of one layer and head (1-based) against step."""
     s = run.steps
     for name, style in zip(METRICS, ("-", "--", "-.")):
-        ax.plot(s[s > 0], run.metrics[f"L{layer}H{head}_{name}"][s > 0], style, lw=1.2, label=METRIC_LABELS[name])
+        ax.plot(s[s > 0], run.metrics[metric_column(layer, head, name)][s > 0], style, lw=1.2,
+                label=METRIC_LABELS[name])
     ax.set_xscale("log")
     ax.set_xlabel("training step")
     ax.set_ylabel("attention weight")
@@ -214,12 +215,12 @@ def plot_phase_map(ax: plt.Axes, xs: list, ys: list, cells: list[list[list]], pr
               bbox_to_anchor=(1.01, 1), title="phases seen", title_fontsize=8)
 
 
-# A head's role is drawn in the colour of the phase whose circuit uses it (heads.ROLES order).
+# A head's role is drawn in the colour of the phase whose circuit uses it (analysis.heads.ROLES order).
 ROLE_COLOURS = {"NCC": PHASE_COLOURS[0], "SCC": PHASE_COLOURS[1], "FCC": PHASE_COLOURS[2], "other": "#ffffff"}
 
 
 def plot_head_roles(ax: plt.Axes, run, roles: np.ndarray, legend: bool = True) -> None:
-    """Timeline of head roles (heads.head_roles): one row per layer and head, steps on a log axis."""
+    """Timeline of head roles (analysis.heads.head_roles): one row per layer and head, steps on a log axis."""
     from matplotlib.colors import ListedColormap
 
     names = list(ROLE_COLOURS)

@@ -1,37 +1,23 @@
-"""The architecture chapters' readings of their runs: heads (SPEC Fig 8, 9, 16, 17), depth (Fig 22, 23),
-the standard transformer block (Fig 20) and the all-label loss (Fig 21).
+"""The architecture chapters' checks against the paper (chapters 13-14): heads (paper Fig. 8, 9, 16, 17),
+depth (Fig. 22, 23), the standard transformer block (Fig. 20) and the all-label loss (Fig. 21).
 
 Runs come from `icl-meta sweeps heads depth standard all_labels` (one architecture knob changed from the
 defaults) and are read over the data chapters' window (`sweeps.WINDOW`), next to the shipped default runs
-truncated to it (`phasemap.sweep_summaries`). A run *shows phases* when the robust phase rule finds at
-least two transitions (a plateau between two rises); it is *smooth* with at most one. As in the data
-chapters, a verdict is given only where the strict variant of the rule agrees.
+truncated to it (`icl_meta.analysis.phasemap.sweep_summaries`). A run *shows phases* when the robust
+phase rule finds at least two transitions (a plateau between two rises); it is *smooth* with at most one.
+As in the data chapters, a verdict is given only where the strict variant of the rule agrees.
 """
 
 from __future__ import annotations
 
-import numpy as np
+from ..analysis.heads import head_patterns, head_roles, layer_metrics_at_end, role_switches, steepest_head_change
+from ..analysis.phasemap import MIN_GAP, Summary, max_jump, named_phases
+from ..analysis.readings import layer_patterns, phase_steps
+from .paper import PAPER_CIRCUITS, PAPER_PHASED
+from .report import Check, over_seeds, seeds_text
 
-from .claims import PAPER_CIRCUITS, layer_pattern, metrics_at, plateau_middle
-from .heads import head_patterns, head_roles, role_switches, steepest_head_change
-from .phasemap import MIN_GAP, Summary, max_jump, named_phases, over_seeds, seeds_text
-from .probes import METRICS
-from .report import Check
-from .sweeps import WINDOW
-
+# The sweeps each architecture chapter reads (13: heads; 14: depth, the standard block, the all-label loss).
 ARCH_CHAPTERS = (("heads",), ("depth", "standard", "all_labels"))
-# What the paper reports for each setting (SPEC §6), keyed like sweeps.setting_name; the default
-# (1 head, 2 layers, attention-only, loss at the query) is in every sweep's table.
-PAPER_WORDS = {
-    "heads": {"n_heads-1": "phases", "n_heads-2": "smoother; heads specialise", "n_heads-4": "smooth",
-              "n_heads-8": "smooth", "n_heads-16": "smooth"},
-    "depth": {"n_layers-2": "phases", "n_layers-3": "phases", "n_layers-4": "smooth", "n_layers-5": "smooth"},
-    "standard": {"block-attention": "phases", "block-standard": "phases, same circuits"},
-    "all_labels": {"readout-query": "phases", "readout-all_labels": "phases, below 100%"},
-}
-# The paper's claim "phases" (True) or "smooth" (False) per setting of the heads and depth sweeps.
-PAPER_PHASED = {"n_heads": {1: True, 2: False, 4: False, 8: False, 16: False},
-                "n_layers": {2: True, 3: True, 4: False, 5: False}}
 
 
 def phased(s: Summary) -> bool:
@@ -47,10 +33,6 @@ def reached_top(s: Summary) -> bool:
 def decided(s: Summary) -> bool:
     """Whether "phases or smooth" is settled within the window: the run showed phases or reached the top."""
     return phased(s) or reached_top(s)
-
-
-def _seed(s: Summary) -> str:
-    return f"seed {s.run.config.seed}, {WINDOW:,} steps"
 
 
 def phased_checks(summaries: list[Summary], field: str) -> list[Check]:
@@ -75,7 +57,7 @@ def phased_checks(summaries: list[Summary], field: str) -> list[Check]:
 
 def per_seed_check(what: str, paper: str, same: list[Summary], read, sep: str = "; ") -> Check:
     """One check over every seed of a head count: read(s) gives a seed's (reading, verdict); the
-    readings are listed seed by seed and the verdicts combined by phasemap.over_seeds."""
+    readings are listed seed by seed and the verdicts combined by report.over_seeds."""
     found = [read(s) for s in same]
     ours = sep.join(f"seed {s.run.config.seed}: {text}" for s, (text, _) in zip(same, found))
     return Check(f"H={same[0].run.config.n_heads}: {what}", paper, ours, seeds_text(len(same)),
@@ -96,7 +78,7 @@ def hidden_switch_check(same: list[Summary], factor: float = 2.0) -> Check:
 
 def hidden_scc_check(same: list[Summary], lo: int = 10_000, hi: int = 100_000) -> Check:
     """Paper Fig. 9: a hidden SCC appears near 3·10^4 steps. Ours, per seed: the first lasting switch of
-    a head to the SCC-like role (heads.role_switches); a seed matches if it falls within half a decade of
+    a head to the SCC-like role (analysis.heads.role_switches); a seed matches if it falls within half a decade of
     3·10^4 steps. A seed without one within the window does not match, unless it is still below the
     top (the switch may come later: not comparable)."""
     def read(s: Summary) -> tuple[str, bool | None]:
@@ -129,51 +111,35 @@ def head_checks(summaries: list[Summary]) -> list[Check]:
     return phased_checks(summaries, "n_heads") + hidden
 
 
-def layer_metrics_at_end(s: Summary) -> np.ndarray:
-    """[layers, 3] each layer's largest value over heads of each metric (probes.METRICS order), at the
-    last evaluated step of the window."""
-    cfg = s.run.config
-    return np.array([[max(s.run.metrics[f"L{li}H{hi}_{m}"][-1] for hi in range(1, cfg.n_heads + 1)) for m in METRICS]
-                     for li in range(1, cfg.n_layers + 1)])
-
-
 def fcc_location_check(s: Summary) -> Check:
     """Paper Fig. 23: in deeper models the FCC pattern sits in the first two layers (Chunk Example in
     layer 1, Label Attention in layer 2). Ours: the layers with the most Chunk Example and the most Label
-    Attention at the end of the window, and each layer's pattern (heads.head_patterns, head 1)."""
-    m = layer_metrics_at_end(s)
+    Attention at the end of the window, and each layer's pattern (analysis.heads.head_patterns, head 1)."""
+    m = layer_metrics_at_end(s.run)
     chunk, label = int(m[:, 2].argmax()) + 1, int(m[:, 1].argmax()) + 1
     patterns = ", ".join(f"L{li + 1} {p}" for li, p in enumerate(head_patterns(s.run)[:, 0, -1]))
     ok = (chunk, label) == (1, 2) if reached_top(s) else None
     return Check(f"{s.run.config.n_layers} layers: where the FCC pattern sits",
                  "Chunk Example in layer 1, Label Attention in layer 2",
                  f"most chunking in L{chunk}, most label attention in L{label} ({patterns}; accuracy "
-                 f"{s.final_acc:.2f})", _seed(s), ok)
+                 f"{s.final_acc:.2f})", seeds_text(seed=s.run.config.seed), ok)
 
 
 def depth_checks(summaries: list[Summary]) -> list[Check]:
-    return phased_checks(summaries, "n_layers") + [fcc_location_check(s) for s in summaries if s.run.config.n_layers > 2]
-
-
-def named_phase_steps(s: Summary, checkpoints: bool = True) -> dict[int, int]:
-    """For each plateau of the run, by the phase it is named after (phasemap.named_phases; a later plateau
-    of the same name wins), the step nearest its log-middle among the checkpoints (to draw maps) or
-    among the evaluated steps (to read logged metrics)."""
-    steps = np.array([t for t in (s.run.checkpoint_steps if checkpoints else s.run.steps.tolist()) if 0 < t <= s.run.steps[-1]])
-    return {ph.index: step for ph in named_phases(s) if (step := plateau_middle(steps, ph)) is not None}
+    """Every check of the depth sweep: phases per depth, and where the FCC pattern sits in deeper models."""
+    deeper = [fcc_location_check(s) for s in summaries if s.run.config.n_layers > 2]
+    return phased_checks(summaries, "n_layers") + deeper
 
 
 def named_circuit_checks(s: Summary, label: str) -> list[Check]:
-    """Paper Table 1 for a run whose plateaus need not be Phases 1, 2, 3 in order: at each named plateau,
-    the pattern each layer changed to since the previous plateau (claims.layer_pattern, chapter 4's rule;
-    the first against initialisation), against Table 1's row of that name. A phase missing from a run
-    that reached the top was skipped (not matched); one missing from a run still below it is not
-    comparable (it may come after the window)."""
-    run, before, found = s.run, {layer: metrics_at(s.run, 0, layer) for layer in (1, 2)}, {}
-    for k, step in sorted(named_phase_steps(s, checkpoints=False).items(), key=lambda kv: kv[1]):
-        now = {layer: metrics_at(run, step, layer) for layer in (1, 2)}
-        found[k] = (step, tuple(layer_pattern(before[layer], now[layer]) for layer in (1, 2)))
-        before = now
+    """Paper Table 1 for a run whose plateaus need not be Phases 1, 2, 3 in order: at each named plateau
+    (analysis.phasemap.named_phases; a later plateau of the same name wins), the pattern each layer
+    changed to since the previous plateau (readings.layer_patterns, chapter 4's rule; the first against
+    initialisation), against Table 1's row of that name. A phase missing from a run that reached the top
+    was skipped (not matched); one missing from a run still below it is not comparable (it may come after
+    the window)."""
+    steps = phase_steps(s.run, named_phases(s), checkpoints=False)
+    found = {k: (step, patterns) for k, step, _, patterns in layer_patterns(s.run, steps)}
     checks = []
     for k, (name, l1, l2) in PAPER_CIRCUITS.items():
         step, pats = found.get(k, (None, None))
@@ -183,7 +149,8 @@ def named_circuit_checks(s: Summary, label: str) -> list[Check]:
             ours, ok = f"skipped: no Phase-{k} plateau on the way to {s.final_acc:.2f}", False
         else:
             ours, ok = "not reached within the window", None
-        checks.append(Check(f"{label}: Phase {k} circuit ({name})", f"L1 {l1}, L2 {l2}", ours, _seed(s), ok))
+        checks.append(Check(f"{label}: Phase {k} circuit ({name})", f"L1 {l1}, L2 {l2}", ours,
+                            seeds_text(seed=s.run.config.seed), ok))
     return checks
 
 
@@ -199,8 +166,10 @@ def readout_checks(summaries: list[Summary]) -> list[Check]:
     checks = []
     for s in summaries:
         if s.run.config.readout == "all_labels":
-            checks.append(Check("loss at every label: phases", "phases", f"{s.both_text}, {len(s.transitions)} transitions",
-                                _seed(s), phased(s) if phased(s) == phased(s.strict or s) else None))
-            checks.append(Check("loss at every label: final accuracy", "below 100%", f"{s.final_acc:.3f}", _seed(s),
+            seed = seeds_text(seed=s.run.config.seed)
+            checks.append(Check("loss at every label: phases", "phases",
+                                f"{s.both_text}, {len(s.transitions)} transitions", seed,
+                                phased(s) if phased(s) == phased(s.strict or s) else None))
+            checks.append(Check("loss at every label: final accuracy", "below 100%", f"{s.final_acc:.3f}", seed,
                                 s.final_acc < 0.99 if solved else None))
     return checks

@@ -1,7 +1,7 @@
 """Workshop exercises: checks that tell a learner whether their function is right, and the tool that
 turns an exercise notebook (solutions filled in, as CI runs it) into the learner's version.
 
-    python -m icl_meta.exercises book/ex_circuits.ipynb my_copy.ipynb   # blank every solution cell
+    python -m icl_meta.book.exercises book/ex_circuits.ipynb my_copy.ipynb   # blank every solution cell
 
 A solution cell carries the tag "solution"; the learner's version keeps its first line (the function
 signature and docstring up to the first blank line) and replaces the body with NotImplementedError.
@@ -16,10 +16,10 @@ from pathlib import Path
 
 import torch
 
-from .config import MASK_NAMES, Config
-from .model import mask_matrix
-from .probes import METRICS, circuit_metrics
-from .task import make_instance, sample
+from ..config import MASK_NAMES, Config
+from ..model import mask_matrix
+from ..probes import METRICS, circuit_metrics
+from ..task import make_instance, sample
 
 SOLUTION_TAG = "solution"
 
@@ -44,7 +44,7 @@ def check_labels(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[
 
 def check_metrics(fn: Callable[[torch.Tensor], dict[str, float]]) -> None:
     """fn(p [S, S]) -> {'bigram', 'label_attention', 'chunk_example'} on random causal attention maps
-    of N = 2, 4 and 8 pairs, compared with icl_meta.probes.circuit_metrics (SPEC §5)."""
+    of N = 2, 4 and 8 pairs, compared with icl_meta.probes.circuit_metrics (Methods §Metrics)."""
     g = torch.Generator().manual_seed(0)
     for n in (2, 4, 8):
         S = 2 * n + 1
@@ -67,7 +67,8 @@ def check_mask(fn: Callable[[str, int], torch.Tensor]) -> None:
             ours, ref = torch.as_tensor(fn(name, n)).bool(), mask_matrix(name, n)
             assert ours.shape == ref.shape, f"{name}, N = {n}: shape {tuple(ours.shape)}, expected {tuple(ref.shape)}"
             wrong = (ours != ref).nonzero().tolist()
-            assert not wrong, f"{name}, N = {n}: wrong (row, column) cells {wrong[:5]} (rows the mask does not restrict stay causal)"
+            assert not wrong, (f"{name}, N = {n}: wrong (row, column) cells {wrong[:5]} (rows the mask does not "
+                               "restrict stay causal)")
     _ok("the circuit masks")
 
 
@@ -87,7 +88,7 @@ def learner_version(nb: dict) -> dict:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 2:
-        sys.exit("usage: python -m icl_meta.exercises EXERCISE.ipynb LEARNER_COPY.ipynb")
+        sys.exit("usage: python -m icl_meta.book.exercises EXERCISE.ipynb LEARNER_COPY.ipynb")
     src, dst = map(Path, argv)
     if dst.exists():
         sys.exit(f"{dst} exists; choose a new file name")

@@ -1,0 +1,177 @@
+"""Which phases a setting shows: each run's plateaus named after the phase they reach, and the phase
+maps of the data chapters (paper Fig. 7, 15, 18, 19; Methods §Phase rules). The book's checks of these
+readings against the paper are `icl_meta.book.sweep_claims` and `icl_meta.book.architecture_claims`.
+
+A run's learned plateaus come from the robust phase rule (chapter 3). Each is named after the Bayes
+ceiling its accuracy is nearest to, because the ceilings are what the three circuits can reach:
+query only -> Phase 1 (NCC), query + label multiset -> Phase 2 (SCC), full pairs -> Phase 3 (FCC).
+Where two ceilings are closer than MIN_GAP, the phase rule could not tell their plateaus apart, and
+the higher phase wins: at T = 1 (the query alone decides the label) a single jump to the top reads "3".
+Adjacent plateaus with the same name are one phase that crept up.
+A run still inside a transition when the window ends gets its final accuracy named the same way, in
+parentheses: "1 → (2)" climbed past Phase 1 and was nearest the SCC ceiling, still rising, at the end.
+Every run is read over the same window of steps, `sweeps.WINDOW`, longer runs (the shipped default
+ones) truncated to it, so "not seen" means "not seen within the window".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..bayes import CEILINGS, ceilings
+from ..config import Config
+from ..probes import Phase, log_changes, paper_boundaries, phases, robust_boundaries
+from ..runs import Run, shipped
+from ..sweeps import WINDOW, sweep
+from .readings import final_level
+
+PHASE_OF_CEILING = dict(zip(CEILINGS, (1, 2, 3)))
+# Monte-Carlo samples for the ceilings that name plateaus: fixed, so that every chapter and the intro
+# name a plateau the same way (sampling error about 0.003).
+N_MC = 20_000
+# Config fields that set how long a run is and which seed it draws, not what setting it trains.
+RUN_FIELDS = {"seed", "steps", "early_stop_acc", "n_checkpoints"}
+# Two ceilings closer than this leave no room for a plateau between them: it is the robust rule's
+# smallest transition (probes.robust_boundaries, min_rise), 7 standard errors of a 2048-sequence accuracy.
+MIN_GAP = 0.05
+
+
+def truncated(run: Run, steps: int = WINDOW) -> Run:
+    """The run with its metrics cut at `steps` (checkpoints untouched), to compare runs over one window."""
+    rows = run.steps <= steps
+    return dataclasses.replace(run, metrics={k: v[rows] for k, v in run.metrics.items()})
+
+
+def name_plateau(level: float, ceil: dict[str, float]) -> int:
+    """The phase (1, 2, 3) whose ceiling is nearest to a plateau level, or the highest phase whose ceiling
+    lies within MIN_GAP above that one (ceilings that close name one plateau)."""
+    nearest = min(CEILINGS, key=lambda c: (abs(level - ceil[c]), -PHASE_OF_CEILING[c]))
+    return max(PHASE_OF_CEILING[c] for c in CEILINGS if 0 <= ceil[c] - ceil[nearest] < MIN_GAP)
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What one run shows over the window by one variant of the robust rule: transitions, plateaus and
+    the phases they are named as; `strict` holds the same by the strict variant (no merging)."""
+
+    run: Run
+    ceilings: dict[str, float]
+    transitions: list[tuple[int, int]]
+    paper_transitions: int  # number of transitions by the paper's fixed-Δt rule
+    levels: dict[int, float]  # phase name -> plateau level (the last plateau of that name)
+    final_acc: float
+    rising: int | None  # name of the final accuracy if a transition was still under way at the end
+    strict: "Summary | None" = None
+
+    @property
+    def seen(self) -> tuple[int, ...]:
+        """Phases seen, the one being climbed into at the end included."""
+        return tuple(self.levels) + ((self.rising,) if self.rising is not None else ())
+
+    @property
+    def seen_text(self) -> str:
+        text = [str(k) for k in self.levels] + ([f"({self.rising})"] if self.rising is not None else [])
+        return " → ".join(text) or "none"
+
+    @property
+    def both_text(self) -> str:
+        """seen_text, and the strict variant's where it differs."""
+        if self.strict is None or self.strict.seen_text == self.seen_text:
+            return self.seen_text
+        return f"{self.seen_text} [strict: {self.strict.seen_text}]"
+
+
+def summarise(run: Run, ceil: dict[str, float] | None = None, window: int = WINDOW, n_mc: int = N_MC,
+              merge_gap: int = 1) -> Summary:
+    """The run's phases over the first `window` steps (ceilings of its own instance unless given), by
+    the robust rule with merge_gap (default: chapter 3's), and by its strict variant (merge_gap 0: two
+    rises one grid point apart stay two, so a plateau as short as a tenth of a decade counts)."""
+    run = truncated(run, window)
+    ceil = ceilings(run.config, run.instance(), n=n_mc) if ceil is None else ceil
+    steps, acc = run.steps, run.metrics["acc"]
+    tr = robust_boundaries(steps, acc, merge_gap=merge_gap)
+    levels: dict[int, float] = {}
+    for ph in phases(steps, acc, tr):
+        if ph.index >= 1:
+            name = name_plateau(ph.level, ceil)
+            levels.pop(name, None)  # a repeated name moves to the end, where the plateau settled
+            levels[name] = ph.level
+    final = final_level(run, frac=0.05)
+    rising = None
+    if tr and tr[-1][1] >= steps[-1] * 0.99:  # the last transition runs into the window's end
+        rising = name_plateau(final, ceil)
+        if rising in levels and rising == list(levels)[-1]:
+            rising = None  # still creeping up within the phase it is in
+    strict = summarise(run, ceil, window, merge_gap=0) if merge_gap else None
+    return Summary(run, ceil, tr, len(paper_boundaries(steps, acc)), levels, final, rising, strict)
+
+
+def named_phases(s: Summary) -> list[Phase]:
+    """The run's learned plateaus (robust rule) with `index` set to the phase each is named as, for
+    shading a run whose plateaus are not the paper's first, second and third (book.plots.shade_phases)."""
+    learned = [ph for ph in phases(s.run.steps, s.run.metrics["acc"], s.transitions) if ph.index >= 1]
+    return [dataclasses.replace(ph, index=name_plateau(ph.level, s.ceilings)) for ph in learned]
+
+
+def setting_label(cfg: Config, fields: tuple[str, ...]) -> str:
+    """'T=2, N=8' style label of the given fields."""
+    short = {"num_tasks": "T", "num_classes": "K", "num_seq": "N", "eps": "ε", "alpha": "α", "beta": "β",
+             "burstiness": "B", "p_bursty": "p_B", "n_heads": "H", "n_layers": "layers"}
+    return ", ".join(f"{short.get(f, f)}={getattr(cfg, f)}" for f in fields)
+
+
+def changed_label(cfg: Config) -> str:
+    """The fields a config changes from the defaults, run length and seed aside ('default' if none)."""
+    default = Config()
+    changed = [f for f in cfg.to_dict() if f not in RUN_FIELDS and getattr(cfg, f) != getattr(default, f)]
+    return setting_label(cfg, tuple(changed)) if changed else "default"
+
+
+def max_jump(run: Run) -> float:
+    """The largest rise of the log-smoothed accuracy between neighbouring points of the robust rule's
+    grid (10 a decade): how abrupt the steepest transition looks on a log axis."""
+    return float(log_changes(run.steps, run.metrics["acc"]).max())
+
+
+def phase2_gap(ceil: dict[str, float]) -> float:
+    """How far the SCC ceiling stands from its neighbours (ceil: bayes.ceilings of a setting):
+    min(label multiset - query only, full pairs - label multiset). Below MIN_GAP the ceilings predict
+    Phase 2 cannot show as a plateau of its own."""
+    return min(ceil["label_multiset"] - ceil["query_only"], ceil["full_pairs"] - ceil["label_multiset"])
+
+
+def phase_map(name: str, summaries: list[Summary], n_mc: int = N_MC) -> tuple[list, list, list, np.ndarray]:
+    """The 2-D phase map of a map sweep: axis values (the sweep's values and the default), cells[y][x]
+    holding the summaries of every seed run at that setting (on-axis ones come from the 1-D sweeps and
+    the default runs), and predicted[y, x]: whether the Bayes ceilings leave Phase 2 a plateau of its
+    own there (phase2_gap >= MIN_GAP, on a fresh instance of the setting)."""
+    x, y = sweep(name).fields
+    default = Config()
+    xs = sorted({c[x] for c in sweep(name).settings} | {getattr(default, x)})
+    ys = sorted({c[y] for c in sweep(name).settings} | {getattr(default, y)})
+    mine = varied(summaries, (x, y))
+    cells = [[[s for s in mine if getattr(s.run.config, x) == xv and getattr(s.run.config, y) == yv] for xv in xs]
+             for yv in ys]
+    predicted = np.array([[phase2_gap(ceilings(default.replace(**{x: xv, y: yv}), n=n_mc)) >= MIN_GAP for xv in xs]
+                          for yv in ys])
+    return xs, ys, cells, predicted
+
+
+def sweep_summaries(names: tuple[str, ...], n_mc: int = N_MC, window: int = WINDOW) -> list[Summary]:
+    """Summaries of the shipped runs of the named sweeps plus the shipped default runs (the setting every
+    sweep varies away from), sorted by setting then seed."""
+    def key(r: Run) -> tuple:
+        return sorted((k, v) for k, v in r.config.to_dict().items() if k not in RUN_FIELDS), r.config.seed
+
+    runs = [r for name in names for r in shipped(name)] + shipped("default")
+    return [summarise(r, n_mc=n_mc, window=window) for r in sorted(runs, key=key)]
+
+
+def varied(summaries: list[Summary], fields: tuple[str, ...]) -> list[Summary]:
+    """The summaries whose config differs from the default in no field but `fields` (and seed/length)."""
+    default = Config().to_dict()
+    ignore = set(fields) | RUN_FIELDS
+    return [s for s in summaries if all(v == default[k] for k, v in s.run.config.to_dict().items() if k not in ignore)]
