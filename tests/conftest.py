@@ -11,6 +11,21 @@ torch.set_num_threads(1)
 TINY = dict(steps=60, batch_size=32, eval_every=10, save_every=20, eval_size=256, aux_eval_size=128, probe_size=64)
 
 
+# The end-to-end test modules; every chapter notebook (nbmake) is one too.
+INTEGRATION = {"test_artifacts.py", "test_book.py"}
+
+
+def pytest_collection_modifyitems(items):
+    """Mark the end-to-end tests `integration` (the rest are unit tests), and let a chapter that fails run once
+    more: a kernel's reply is rarely lost under load (see pyproject.toml), never a reason to rerun a unit test."""
+    for item in items:
+        if item.path.suffix == ".ipynb":
+            item.add_marker(pytest.mark.integration)
+            item.add_marker(pytest.mark.flaky(reruns=1))
+        elif item.path.name in INTEGRATION:
+            item.add_marker(pytest.mark.integration)
+
+
 @pytest.fixture
 def gen():
     """A fresh seeded torch generator."""

@@ -1,4 +1,6 @@
-"""Build the book as the README does (in fast mode) and look at every chapter page in headless Chromium."""
+"""Build the book as the README does (in fast mode) and look at every chapter page in headless Chromium; then
+read chapter 4 as a reader would (Playwright driving the same Chromium): move its slider, see the figure change,
+with no console error and no request leaving the site."""
 
 import os
 import re
@@ -8,6 +10,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from icl_meta.book.colab import COLAB_URL, repository_url
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,14 +30,19 @@ def built(tmp_path_factory) -> Path:
     return out / "_build" / "html"
 
 
-def rendered_dom(page: Path) -> str:
-    """The page's DOM after Chromium has loaded it and run its scripts."""
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
+def chromium() -> str:
+    """The system Chromium (Debian's `chromium`): fails in CI when missing, skips elsewhere."""
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
         if os.environ.get("CI"):
             pytest.fail("chromium is not installed (.ci/run installs it)")
         pytest.skip("chromium is not installed: apt-get install chromium")
-    res = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000",
+    return path
+
+
+def rendered_dom(page: Path) -> str:
+    """The page's DOM after Chromium has loaded it and run its scripts."""
+    res = subprocess.run([chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000",
                           "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120, check=True)
     return res.stdout
 
@@ -52,3 +61,75 @@ def test_chapter_page_renders_figures_without_errors(built, chapter):
     assert 'class="output traceback' not in dom, f"{chapter}: a cell raised"
     assert 'class="output stderr' not in dom, f"{chapter}: a cell wrote to stderr"
 
+
+def test_launch_buttons_follow_the_repository_url(built):
+    """With [project.urls] Repository unset, no page has a launch button or names any repository (Jupyter
+    Book's default, executablebooks/jupyter-book, included); with it set, every chapter opens in Colab from it."""
+    url = repository_url(ROOT)
+    for chapter in chapters():
+        html = (built / f"{chapter}.html").read_text()
+        if url is None:
+            assert COLAB_URL not in html and "executablebooks/jupyter-book" not in html, chapter
+        elif (ROOT / f"{chapter}.ipynb").exists():
+            org_repo = "/".join(url.rstrip("/").split("/")[-2:])
+            assert f"{COLAB_URL}/github/{org_repo}/blob/main/{chapter}.ipynb" in html, chapter
+
+
+def test_a_reader_scrubs_chapter_4_offline(built):
+    """On the built site, chapter 4's interactive figure draws from the site's own plotly.js; clicking its
+    slider shows another checkpoint (the title, the layer-1 map and the marker change), with no console
+    error and no request outside the site."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    page_path = built / "book" / "04_circuits.html"
+    assert (built / "_static" / "plotly.min.js").exists(), "plotly.js was not written into the site"
+    outside, errors = [], []
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1300, "height": 1000})
+        page.route("**/*", lambda route: route.continue_() if route.request.url.startswith("file://")
+                   else (outside.append(route.request.url), route.abort()))
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(page_path.as_uri())
+        page.wait_for_selector(".icl-plotly .slider-rail-touch-rect", timeout=30_000)
+
+        def state() -> dict:
+            return page.evaluate("""() => { const gd = document.querySelector('.icl-plotly');
+                return {title: gd.querySelector('.gtitle').textContent, active: gd.layout.sliders[0].active,
+                        map: JSON.stringify(gd.data[0].z), marker: JSON.stringify(gd.data[gd.data.length - 1].x)}; }""")
+
+        before = state()
+        rail = page.locator(".icl-plotly .slider-rail-touch-rect").first
+        rail.scroll_into_view_if_needed()
+        box = rail.bounding_box()
+        page.mouse.click(box["x"] + 0.3 * box["width"], box["y"] + box["height"] / 2)
+        page.wait_for_function("t => document.querySelector('.icl-plotly .gtitle').textContent !== t",
+                               arg=before["title"], timeout=10_000)
+        after = state()
+        browser.close()
+    assert after["active"] < before["active"], (before["active"], after["active"])
+    assert after["title"] != before["title"] and after["map"] != before["map"] and after["marker"] != before["marker"]
+    assert not errors, f"console errors: {errors}"
+    assert not outside, f"requests outside the site: {outside}"
+
+
+def test_every_interactive_figure_draws_offline(built):
+    """Every page with an interactive figure draws all of them with the network cut off (requests outside
+    the site are aborted, as on a machine without one), and none of the page's scripts raises."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    pages = [built / f"{c}.html" for c in chapters() if 'class="icl-plotly"' in (built / f"{c}.html").read_text()]
+    assert any(p.name == "04_circuits.html" for p in pages)
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
+        for path in pages:
+            page = browser.new_page()
+            errors = []
+            page.route("**/*", lambda route: route.continue_() if route.request.url.startswith("file://")
+                       else route.abort())
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(path.as_uri())
+            page.wait_for_function("Array.from(document.querySelectorAll('.icl-plotly'))"
+                                   ".every(d => d.querySelector('.main-svg'))", timeout=30_000)
+            page.close()
+            assert not errors, f"{path.name}: {errors}"
+        browser.close()

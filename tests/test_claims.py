@@ -9,9 +9,9 @@ import pytest
 from icl_meta import Config, scc_theory_accuracy
 from icl_meta.analysis.readings import final_level, layer_pattern, learned_phases, phase_steps, steps_to
 from icl_meta.analysis.surgery import standard_edits
-from icl_meta.book.claims import (circuit_checks, circuit_rows, induction_checks, phase_checks, phase_rows,
-                                  random_label_checks, restricted_checks, scc_theory_checks, surgery_checks,
-                                  surgery_flag_table)
+from icl_meta.book.claims import (circuit_checks, circuit_rows, circuit_table, induction_checks, phase_checks,
+                                  phase_rows, random_label_checks, restricted_checks, scc_theory_checks,
+                                  surgery_checks, surgery_flag_table)
 from icl_meta.probes import metric_column
 from icl_meta.runs import Run
 
@@ -56,7 +56,8 @@ def test_phase_checks_fail_when_phase_two_is_missing():
     """A run that jumps from 0.35 to 1.0 fails the phase count and the Phase 2 level."""
     run = synthetic_run(levels=(0.03, 0.35, 1.0, 1.0))
     checks = {c.what: c.ok for c in phase_checks([run])}
-    assert not checks["phases seen (robust rule)"] and not checks["Phase 2 plateau accuracy"]
+    assert not checks["phases seen (plateau rule)"] and not checks["Phase 2 plateau accuracy"]
+    assert all(c.why for c in phase_checks([run]) if c.ok is False)
 
 
 def test_phase_steps_pick_the_middle_of_each_plateau():
@@ -74,7 +75,9 @@ def test_circuit_checks_match_table_one():
     assert [r["patterns"] for r in rows] == [("bigram", "bigram"), ("label_attention", "bigram"),
                                               ("chunk_example", "label_attention")]
     assert all(c.ok for c in circuit_checks(synthetic_run()))
-    assert not any(c.ok for c in circuit_checks(synthetic_run(circuits=False)))
+    failed = circuit_checks(synthetic_run(circuits=False))
+    assert not any(c.ok for c in failed) and all(c.why for c in failed)
+    assert all("visible in the batch-mean attention metric" in c.what for c in failed)
 
 
 def curve_run(acc, cfg=Config(), extra=None) -> Run:
@@ -149,10 +152,17 @@ def test_surgery_checks_and_flag_table():
         return {name: {"in_dist": 0.9 - (cut if name.startswith("L1 remove bigram") else 0.0)}
                 for name in standard_edits()}
     checks = surgery_checks({1: table(0.5)})
-    assert [c.what for c in checks] == ["Phase 1 (NCC): layer 1 bigram is necessary",
-                                        "Phase 1 (NCC): layer 2 bigram is necessary"]
-    assert [c.ok for c in checks] == [True, False]
+    assert [c.what for c in checks] == ["Phase 1 (NCC): layer 1 bigram causally needed (surgery)",
+                                        "Phase 1 (NCC): layer 2 bigram causally needed (surgery)"]
+    assert [c.ok for c in checks] == [True, False] and checks[1].why and all(c.beyond for c in checks)
+    assert checks[1].verdict.startswith("✗ fails") and "beyond the paper" in checks[1].verdict
     assert not surgery_checks({1: table(0.01)})[0].ok
     lines = surgery_flag_table({1: table(0.5)}).splitlines()
-    assert "Phase 1 (NCC)" in lines[0] and lines[1].split() == ["L1", "bigram", "NS*"]
-    assert lines[4].split() == ["L2", "bigram", "S*"]
+    assert "Phase 1 (NCC)" in lines[0] and lines[2] == "| L1 bigram | NS\\* |" and lines[5] == "| L2 bigram | S\\* |"
+    assert {line.count("|") for line in lines} == {3}
+
+
+def test_circuit_table_is_markdown_with_one_row_per_phase():
+    lines = circuit_table([synthetic_run()]).splitlines()
+    assert len(lines) == 2 + 3 and {line.count("|") for line in lines} == {8}
+    assert "| 0 | 3 |" in lines[-1] and "chunk_example, label_attention" in lines[-1]

@@ -91,3 +91,16 @@ def test_bench_report_lists_its_figures():
     for needle in ("GFLOP/s", "MFLOP", "steps/s", "with eval", "of peak", "eval ms", "x eager"):
         assert needle in text
     assert [line.split()[0] for line in text.splitlines()[-1:]] == ["eager"]
+
+
+def test_help_says_what_every_config_flag_is(capsys):
+    """Every Config field has a flag whose help is its comment in Config, grouped by Config's sections."""
+    from icl_meta.config import field_docs
+
+    docs = field_docs()
+    assert set(docs) == {f.name for f in dataclasses.fields(Config)} and all(doc for _, doc in docs.values())
+    assert docs["num_tasks"] == ("task (Methods §Task)", "T, tasks (label tables)")
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "config: model (Methods §Model):" in text and "--num-tasks INT T, tasks (label tables) (default: 3)" in text

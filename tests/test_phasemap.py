@@ -84,7 +84,7 @@ def test_judge_sequences_and_skips():
     assert [paper_check("x", s, claim, "p").ok for s in seeds] == [True, None, False]
     split = dataclasses.replace(_summary((2, 3), 1.0), strict=_summary((1, 2, 3), 1.0))
     check = paper_check("x", [split], claim, "p")
-    assert check.ok is None and "[strict: 1 → 2 → 3]" in check.ours and "disagree" in check.ours
+    assert check.ok is None and "[strict: 1 → 2 → 3]" in check.ours and "disagree" in check.why
 
 
 def test_phase_table_lists_plateaus_against_ceilings_and_the_paper():
@@ -129,7 +129,8 @@ def test_phase2_gap_and_map_checks():
     (check,) = map_checks("m", cells, np.array([[True, False, False]]))
     assert check.ok is True and "2 of 2" in check.ours
     (check,) = map_checks("m", cells, np.array([[True, True, True]]))
-    assert check.ok is False and "1 of 2" in check.ours
+    assert check.ok is False and "1 of 2" in check.ours and check.beyond and check.why
+    assert map_checks("m", [[[_summary((1,), 0.4)]]], np.array([[True]])) == []  # tests nothing: no row
 
 
 def test_query_class_accuracy_falls_with_noise():

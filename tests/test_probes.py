@@ -6,7 +6,8 @@ import torch
 
 from icl_meta import (Config, Model, attention_maps, circuit_metrics, make_instance, paper_boundaries, phase_report,
                       phases, robust_boundaries, sample)
-from icl_meta.probes import delta_acc, matching_label_weight, metric_column, metric_columns, parse_metric_column
+from icl_meta.probes import (delta_acc, matching_label_weight, metric_column, metric_columns, parse_metric_column,
+                             plateaus)
 from icl_meta.task import generator
 
 
@@ -166,3 +167,72 @@ def test_matching_label_weight_reads_the_matching_pair():
     w = matching_label_weight(row, classes)
     assert w[0].item() == pytest.approx(0.3)
     assert torch.isnan(w[1]) and torch.isnan(w[2])
+
+
+# ---- the plateau rule on synthetic curves with known plateaus
+
+def curve(end: int, base: float, rises: list[tuple[float, float, float]], noise: float = 0.0, seed: int = 0):
+    """Accuracy logged every 100 steps up to `end`: `base` plus logistic rises in log10 step, each
+    (height, log10 step of its middle, width in decades), plus Gaussian evaluation noise."""
+    steps = np.arange(0, end + 1, 100)
+    x = np.log10(np.maximum(steps, 100))
+    acc = base + sum(h / (1 + np.exp(-(x - c) / w)) for h, c, w in rises)
+    return steps, acc + np.random.default_rng(seed).normal(0, noise, steps.size)
+
+
+def learned(found):
+    return [(p.level, p.climbing) for p in found if p.index >= 1]
+
+
+def test_plateaus_flat_curve_is_one_untrained_plateau():
+    steps, acc = curve(100_000, 0.3, [], noise=0.005)
+    found = plateaus(steps, acc)
+    assert [(p.index, p.climbing) for p in found] == [(0, False)] and found[0].level == pytest.approx(0.3, abs=0.01)
+
+
+def test_plateaus_creeping_curve_is_one_plateau():
+    """0.1 per decade over three decades: level on a log axis, one plateau however far it creeps."""
+    steps = np.arange(0, 100_001, 100)
+    acc = 0.3 + 0.1 * np.log10(np.maximum(steps, 100) / 100)
+    found = plateaus(steps, acc)
+    assert len(found) == 1 and not found[0].climbing
+
+
+def test_plateaus_noisy_three_phases():
+    steps, acc = curve(300_000, 0.03, [(0.3, 3.0, 0.05), (0.45, 4.0, 0.05), (0.22, 4.9, 0.05)], noise=0.01)
+    levels = learned(plateaus(steps, acc))
+    assert [c for _, c in levels] == [False] * 3
+    assert [round(v, 2) for v, _ in levels] == pytest.approx([0.33, 0.78, 1.0], abs=0.02)
+
+
+def test_plateaus_separate_two_rises_close_together():
+    """Rises at 7·10^4 and 1.8·10^5 leave a plateau at 0.78 from about 10^5 to 1.4·10^5 between them,
+    which the robust rule merges into one transition; the plateau rule keeps it."""
+    steps, acc = curve(400_000, 0.03, [(0.3, 3.0, 0.04), (0.45, 4.85, 0.03), (0.22, 5.25, 0.03)], noise=0.01)
+    assert len(robust_boundaries(steps, acc)) == 2
+    levels = learned(plateaus(steps, acc))
+    assert [round(v, 2) for v, _ in levels] == pytest.approx([0.33, 0.78, 1.0], abs=0.02)
+
+
+def test_plateaus_single_jump():
+    steps, acc = curve(30_000, 0.03, [(0.97, 3.5, 0.03)], noise=0.005)
+    found = plateaus(steps, acc)
+    assert [p.index for p in found] == [0, 1] and found[1].level == pytest.approx(1.0, abs=0.01)
+    assert not found[1].climbing
+
+
+def test_plateaus_run_ending_while_climbing():
+    """The run stops in the middle of its second rise: the end level is the last phase, marked climbing."""
+    steps, acc = curve(100_000, 0.03, [(0.3, 3.0, 0.05), (0.6, 5.0, 0.1)], noise=0.005)
+    found = learned(plateaus(steps, acc))
+    assert found[0] == (pytest.approx(0.33, abs=0.02), False)
+    assert found[-1][1] and len(found) == 2
+
+
+def test_plateaus_early_stopped_run_ends_on_its_plateau():
+    """99% reached at step t and held to 1.5 t (the early stop): the final level is a plateau."""
+    t = 40_000
+    steps, acc = curve(int(1.5 * t), 0.03, [(0.3, 3.0, 0.05), (0.67, np.log10(t) - 0.1, 0.02)], noise=0.003)
+    assert acc[steps == t][0] > 0.99
+    found = learned(plateaus(steps, acc))
+    assert [c for _, c in found] == [False, False] and found[-1][0] == pytest.approx(1.0, abs=0.01)

@@ -19,7 +19,7 @@ import sys
 from concurrent.futures import Executor
 from pathlib import Path
 
-from .config import Config
+from .config import Config, field_docs
 from .executors import EXECUTORS, Job
 
 
@@ -87,13 +87,19 @@ def field_parser(name: str):
 
 
 def add_config_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per Config field, grouped by the sections of Config and helped by its field comments."""
+    docs, groups = field_docs(), {}
     for f in dataclasses.fields(Config):
+        section, doc = docs[f.name]
+        group = groups.get(section) or groups.setdefault(section, p.add_argument_group(f"config: {section}"))
         flag = "--" + f.name.replace("_", "-")
         if f.type == "bool":
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default,
+                               help=doc.replace("%", "%%"))
         else:
-            p.add_argument(flag, type=PARSERS[f.type], default=f.default, metavar=f.type.split(" ")[0].upper(),
-                           help=f"default: {f.default}")
+            metavar = "NAME,NAME" if f.type.startswith("tuple") else f.type.split(" ")[0].upper()
+            group.add_argument(flag, type=PARSERS[f.type], default=f.default, metavar=metavar,
+                               help=f"{doc} (default: {f.default})".replace("%", "%%").lstrip(" "))
 
 
 def config_from_args(args: argparse.Namespace) -> Config:

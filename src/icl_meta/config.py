@@ -8,10 +8,12 @@ naming the parameter and the allowed range.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import math
 import numbers
 import os
+import tokenize
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +30,23 @@ MAX_LAYERS = 6
 SEED_LIMIT = 2**64  # seeds feed torch.Generator.manual_seed, which takes at most 64 bits
 
 
+def field_docs() -> dict[str, tuple[str, str]]:
+    """{field: (section, what it is)} for every Config field, read from the comments in Config's source (the
+    section comments and each field's trailing comment), so the CLI's help has no second copy of the text."""
+    names = {f.name for f in dataclasses.fields(Config)}
+    lines = inspect.getsource(Config).splitlines(keepends=True)
+    comments = {t.start[0]: t.string.lstrip("# ").strip()
+                for t in tokenize.generate_tokens(iter(lines).__next__) if t.type == tokenize.COMMENT}
+    docs, section = {}, ""
+    for number, line in enumerate(lines, start=1):
+        name = line.strip().split(":")[0]
+        if line.strip().startswith("#"):
+            section = comments[number]
+        elif name in names:
+            docs[name] = (section, comments.get(number, ""))
+    return docs
+
+
 def fast_mode() -> bool:
     """True when ICL_FAST=1: chapters and tests shrink their live runs so CI stays within budget."""
     return os.environ.get("ICL_FAST", "") == "1"
@@ -38,12 +57,12 @@ class Config:
     """Every knob of one run. Defaults are the paper's (Methods §Task, §Model, §Training)."""
 
     # task (Methods §Task)
-    num_tasks: int = 3  # T
-    num_classes: int = 64  # K
-    num_labels: int = 32  # L
+    num_tasks: int = 3  # T, tasks (label tables)
+    num_classes: int = 64  # K, classes
+    num_labels: int = 32  # L, labels
     num_seq: int = 4  # N, context (item, label) pairs
-    content_dim: int = 63  # D
-    pos_dim: int = 65  # P
+    content_dim: int = 63  # D, dimensions of an item
+    pos_dim: int = 65  # P, one-hot pair-index slots of an item token
     eps: float = 0.1  # within-class noise ε
     burstiness: int = 1  # B, copies of each context class
     p_bursty: float = 0.0  # p_B, probability that the query class is in the context
@@ -53,22 +72,22 @@ class Config:
     random_offset: bool = False  # place each sequence at a random offset in the P-wide position window
     label_table: str = "random"  # "random": i.i.d. labels; "scc_theory": App. D conditions (T=2, K=L)
     # model (Methods §Model)
-    n_layers: int = 2
-    n_heads: int = 1
+    n_layers: int = 2  # attention layers (blocks)
+    n_heads: int = 1  # heads per layer, each of width d_model / n_heads
     w_o: bool = False  # output projection per attention layer (the authors' code had none)
-    masks: tuple[str, ...] = ()  # per-layer circuit mask names (Methods §Metrics); empty means causal everywhere
+    masks: tuple[str, ...] = ()  # one circuit mask name per layer (Methods §Metrics); empty: causal everywhere
     block: str = "attention"  # "attention": attention-only; "standard": pre-LN attention + MLP blocks
     readout: str = "query"  # "query": loss at the query; "all_labels": loss at every item (App. M)
-    mlp_hidden: int = 128
+    mlp_hidden: int = 128  # width of the classifier's hidden layer
     # training (Methods §Training)
-    lr: float = 0.01
-    batch_size: int = 128
-    steps: int = 100_000
-    seed: int = 0
+    lr: float = 0.01  # SGD learning rate (no momentum, no decay)
+    batch_size: int = 128  # fresh sequences per step
+    steps: int = 100_000  # training steps (a resumed run may raise it)
+    seed: int = 0  # derives the four seeds below that are left None
     instance_seed: int | None = None  # None: derived from seed
-    init_seed: int | None = None
-    data_seed: int | None = None
-    eval_seed: int | None = None
+    init_seed: int | None = None  # None: derived from seed
+    data_seed: int | None = None  # None: derived from seed
+    eval_seed: int | None = None  # None: derived from seed
     # evaluation and logging
     eval_every: int = 100  # also the window over which training loss/accuracy are averaged
     eval_size: int = 2048  # in-distribution evaluation sequences (fixed for the run)
@@ -78,7 +97,7 @@ class Config:
     save_every: int = 10_000  # steps between resume states
     early_stop_acc: float | None = None  # stop once accuracy held this level ...
     early_stop_factor: float = 1.5  # ... from step t until step factor·t
-    device: str = "cpu"
+    device: str = "cpu"  # "cpu" or a CUDA device such as "cuda" or "cuda:0"
 
     # derived sizes
     @property

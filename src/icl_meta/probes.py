@@ -186,6 +186,96 @@ def phases(steps, acc, transitions: list[tuple[int, int]]) -> list[Phase]:
     return out
 
 
+@dataclass(frozen=True)
+class Plateau(Phase):
+    """A stretch the plateau rule (`plateaus`) found flat, or the run's end level when the run ended off
+    every plateau (`climbing`: in these runs it was still climbing, so the level is where it stopped, not
+    where it would settle)."""
+
+    climbing: bool = False
+
+
+def log_grid(steps, values, per_decade: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    """A logged curve on a log-spaced step grid anchored at the last step (exactly `per_decade` points a
+    decade), each point the mean of the evaluations within half a grid step of it in log step, so that
+    each evaluation counts once. Points with no evaluation (early, where evaluations are sparser than
+    the grid) are left out."""
+    steps, values = np.asarray(steps), np.asarray(values, dtype=float)
+    pos = steps > 0
+    s, v = steps[pos], values[pos]
+    n = int(np.floor(np.log10(s[-1] / s[0]) * per_decade + 1e-9)) + 1
+    grid = s[-1] * 10.0 ** (-np.arange(n)[::-1] / per_decade)
+    half = 10 ** (0.5 / per_decade)
+    keep = [(g, v[(s > g / half) & (s <= g * half)]) for g in grid]
+    keep = [(g, x.mean()) for g, x in keep if x.size]
+    return np.array([g for g, _ in keep]), np.array([x for _, x in keep])
+
+
+def log_slopes(steps, values, per_decade: int = 20) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The `log_grid` of a curve, its smoothed values, and at each grid point the change per decade of
+    log step between its two neighbours (one-sided at the ends): the plateau rule's slope."""
+    grid, sm = log_grid(steps, values, per_decade)
+    if len(grid) < 2:
+        return grid, sm, np.zeros(len(grid))
+    x, i = np.log10(grid), np.arange(len(grid))
+    lo, hi = np.maximum(i - 1, 0), np.minimum(i + 1, len(grid) - 1)
+    return grid, sm, (sm[hi] - sm[lo]) / (x[hi] - x[lo])
+
+
+def plateaus(steps, acc, per_decade: int = 20, max_slope: float = 0.15, min_span: float = 0.15,
+             min_step: float = 0.05) -> list[Plateau]:
+    """The plateau rule (ours, Methods §Phase rules): the stretches a reader sees as flat on a log step
+    axis, found directly rather than as what lies between transitions.
+
+    1. Smooth: accuracy on a log grid of `per_decade` (20) points a decade, each the mean of the
+       evaluations within ±1/40 decade of it (`log_grid`; neighbouring windows do not overlap, so a rise
+       smears into one neighbour only).
+    2. Slope: at each grid point, the change per decade of log step between its two neighbours (one-sided
+       at the ends). A point is flat when |slope| <= `max_slope` (0.15 per decade: a curve that creeps
+       by less than 0.15 over a whole decade looks level on a log axis; the rises between the paper's
+       phases climb 0.2-0.5 within a few tenths of a decade).
+    3. Plateaus: a maximal run of flat points i..j certifies the curve from grid point i-1 to j+1 (each
+       slope reads its two neighbours); it is a plateau when that stretch spans at least `min_span`
+       (0.15) decade, a factor 1.41 in steps: the shortest stretch a reader sees as a plateau, and what
+       the early stop (99% held for 1.5x its step) leaves the final level. A run of flat points that
+       reaches the run's last step is cut by the run's end, not by the data, and has no neighbour there.
+    4. Merge: neighbouring plateaus whose levels differ by less than `min_step` (0.05, the robust rule's
+       smallest rise) are one plateau with a wobble in it, and merge (the stretch between included).
+    5. Level: the median of the smoothed values of the plateau's flat points.
+    6. Index: the first plateau, if within `min_step` of the first evaluated accuracy, is the untrained
+       stretch, index 0; the others count 1, 2, ... in order. When the run's last grid point lies on no plateau
+       and its smoothed accuracy differs from the last plateau's level by at least `min_step`, the end
+       is appended as one more index with `climbing` True (its level: the last grid point's value).
+
+    Returns the plateaus in step order; start and end are grid steps (rounded).
+    """
+    steps, acc = np.asarray(steps), np.asarray(acc, dtype=float)
+    grid, sm, slope = log_slopes(steps, acc, per_decade)
+    x, last = np.log10(grid), len(grid) - 1
+    if last < 2:
+        return [Plateau(0, int(steps[0]), int(steps[-1]), float(np.median(acc)))]
+    found = []  # [lo, hi, flat indices]
+    for i, j in _runs(np.abs(slope) <= max_slope):
+        lo, hi = max(i - 1, 0), min(j + 1, last)
+        if x[hi] - x[lo] < min_span - 1e-9:
+            continue
+        flat = list(range(i, j + 1))
+        if found and abs(np.median(sm[found[-1][2]]) - np.median(sm[flat])) < min_step:
+            found[-1] = [found[-1][0], hi, found[-1][2] + flat]
+        else:
+            found.append([lo, hi, flat])
+    out, start_level, index = [], float(acc[0]), 1
+    for lo, hi, flat in found:
+        level = float(np.median(sm[flat]))
+        k = 0 if not out and abs(level - start_level) < min_step else index
+        index += k > 0
+        out.append(Plateau(k, int(round(grid[lo])), int(round(grid[hi])), level))
+    if not found or (found[-1][1] < last and abs(sm[-1] - out[-1].level) >= min_step):
+        begin = out[-1].end if out else int(steps[0])
+        out.append(Plateau(index, begin, int(steps[-1]), float(sm[-1]), climbing=True))
+    return out
+
+
 def phase_report(steps, acc, dt: int = 100, threshold: float = 0.025) -> dict[str, dict]:
     """Transitions and phases by both rules, as plain data for printing or tables."""
     report = {}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..probes import METRICS, Phase, metric_column
+from ..probes import METRICS, Phase, Plateau, metric_column, plateaus
 from ..runs import Run
 
 
@@ -33,8 +33,23 @@ def metrics_at(run: Run, step: int, layer: int, head: int = 1) -> dict[str, floa
     return {m: float(run.metrics[metric_column(layer, head, m)][i]) for m in METRICS}
 
 
-def learned_phases(run: Run, rule: str = "robust") -> list[Phase]:
-    """The phases after the first transition (Phase 0, the untrained stretch, left out)."""
+def run_plateaus(run: Run) -> list[Plateau]:
+    """The run's plateaus by the plateau rule (`icl_meta.probes.plateaus`), the untrained one included."""
+    return plateaus(run.steps, run.metrics["acc"])
+
+
+def plateau_gaps(found: list[Plateau]) -> list[tuple[int, int]]:
+    """The stretches between consecutive plateaus (`run_plateaus`), where the run climbed: the plateau
+    rule's counterpart of the transition rules' transitions, for shading."""
+    return [(a.end, b.start) for a, b in zip(found, found[1:]) if b.start > a.end]
+
+
+def learned_phases(run: Run, rule: str = "plateau") -> list[Phase]:
+    """The run's learned phases, Phase 0 (the untrained stretch) left out. rule "plateau" (every
+    phase-named reading of the book, Methods §Phase rules): the plateau rule's plateaus, and the end
+    level of a run that ended climbing; "robust" or "paper": the stretches after each transition."""
+    if rule == "plateau":
+        return [p for p in run_plateaus(run) if p.index >= 1]
     return [p for p in run.phases()[rule]["phases"] if p.index >= 1]
 
 
@@ -49,14 +64,25 @@ def plateau_middle(steps: np.ndarray, phase: Phase) -> int | None:
 def phase_steps(run: Run, phases: list[Phase], checkpoints: bool = True) -> dict[int, int]:
     """For each phase, keyed by its index, the step nearest (in log step) to the middle of its plateau,
     among the checkpoints (to draw maps) or among the evaluated steps (to read logged metrics), up to the
-    run's last evaluated step. Phases with the same index (a name given twice): the later one wins.
+    run's last evaluated step; for the end level of a run that ended climbing, its last such step. Phases
+    with the same index (a name given twice): the later one wins.
 
     phases: the run's learned phases in order (`learned_phases`), or its plateaus named after the
-    phase they reach (`icl_meta.analysis.phasemap.named_phases`).
+    phase they reach (`icl_meta.analysis.phasemap.named_phases` by the robust rule, or the plateau
+    rule's in `icl_meta.book.architecture_claims.named_plateaus`).
     """
     steps = run.checkpoint_steps if checkpoints else run.steps.tolist()
     steps = np.array([t for t in steps if 0 < t <= run.steps[-1]])
-    return {ph.index: step for ph in phases if (step := plateau_middle(steps, ph)) is not None}
+    out = {}
+    for ph in phases:
+        if getattr(ph, "climbing", False):  # a run that ended climbing: where it stopped, not a middle
+            inside = steps[(steps >= ph.start) & (steps <= ph.end)]
+            step = int(inside[-1]) if inside.size else None
+        else:
+            step = plateau_middle(steps, ph)
+        if step is not None:
+            out[ph.index] = step
+    return out
 
 
 def layer_pattern(before: dict[str, float], after: dict[str, float], min_change: float = 0.1) -> str:

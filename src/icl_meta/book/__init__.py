@@ -10,5 +10,7 @@ Built on the core (`icl_meta`) and the analyses (`icl_meta.analysis`); nothing b
     dashboard            every check in one table (the intro)
     chapter              plumbing the chapters share (provenance lines, live retraining, mean ceilings)
     plots                the figures every chapter draws the same way
+    interactive          kernel-free Plotly figures (sliders, hover) and the Sphinx hook serving plotly.js
+    colab                Colab buttons and install cells from the one repository URL
     exercises            the workshop's answer checks and learner copies
 """

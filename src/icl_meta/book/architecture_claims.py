@@ -10,9 +10,12 @@ As in the data chapters, a verdict is given only where the strict variant of the
 
 from __future__ import annotations
 
+import dataclasses
+
 from ..analysis.heads import head_patterns, head_roles, layer_metrics_at_end, role_switches, steepest_head_change
-from ..analysis.phasemap import MIN_GAP, Summary, max_jump, named_phases
+from ..analysis.phasemap import MIN_GAP, Summary, max_jump, name_plateau
 from ..analysis.readings import layer_patterns, phase_steps
+from ..probes import Phase, plateaus
 from .paper import PAPER_CIRCUITS, PAPER_PHASED
 from .report import Check, over_seeds, seeds_text
 
@@ -50,8 +53,11 @@ def phased_checks(summaries: list[Summary], field: str) -> list[Check]:
             verdicts.append(robust if robust == strict and decided(s) and decided(s.strict or s) else None)
         ours = "; ".join(f"{len(s.transitions)} [strict {len((s.strict or s).transitions)}] transitions, steepest "
                          f"rise {max_jump(s.run):.2f}, accuracy {s.final_acc:.2f}" for s in same)
+        ok = over_seeds(verdicts)
+        why = {True: "", False: f"a seed reads as {'smooth' if claim else 'phased'} by both rules",
+               None: "the rules disagree, or the window ended before it could tell"}[ok]
         checks.append(Check(f"{field}={value}: phases or smooth", "phases" if claim else "smooth", ours,
-                            seeds_text(len(same)), over_seeds(verdicts)))
+                            seeds_text(len(same)), ok, why))
     return checks
 
 
@@ -60,8 +66,9 @@ def per_seed_check(what: str, paper: str, same: list[Summary], read, sep: str = 
     readings are listed seed by seed and the verdicts combined by report.over_seeds."""
     found = [read(s) for s in same]
     ours = sep.join(f"seed {s.run.config.seed}: {text}" for s, (text, _) in zip(same, found))
-    return Check(f"H={same[0].run.config.n_heads}: {what}", paper, ours, seeds_text(len(same)),
-                 over_seeds([ok for _, ok in found]))
+    ok = over_seeds([ok for _, ok in found])
+    why = {True: "", False: "a seed's reading does not show it", None: "a seed still below the top may show it later"}
+    return Check(f"H={same[0].run.config.n_heads}: {what}", paper, ours, seeds_text(len(same)), ok, why[ok])
 
 
 def hidden_switch_check(same: list[Summary], factor: float = 2.0) -> Check:
@@ -88,7 +95,7 @@ def hidden_scc_check(same: list[Summary], lo: int = 10_000, hi: int = 100_000) -
             return "no head becomes SCC-like", (False if reached_top(s) else None)
         return f"L{first[0]} H{first[1]} at step {first[2]:,}", lo <= first[2] <= hi
 
-    return per_seed_check("a head turns SCC-like", "near 3·10^4 steps", same, read)
+    return per_seed_check("a head turns SCC-like", "near 30,000 steps", same, read)
 
 
 def specialised_check(same: list[Summary]) -> Check:
@@ -122,7 +129,9 @@ def fcc_location_check(s: Summary) -> Check:
     return Check(f"{s.run.config.n_layers} layers: where the FCC pattern sits",
                  "Chunk Example in layer 1, Label Attention in layer 2",
                  f"most chunking in L{chunk}, most label attention in L{label} ({patterns}; accuracy "
-                 f"{s.final_acc:.2f})", seeds_text(seed=s.run.config.seed), ok)
+                 f"{s.final_acc:.2f})", seeds_text(seed=s.run.config.seed), ok,
+                 {True: "", False: "the two patterns peak in other layers",
+                  None: "the run was still below the top at the end of the window"}[ok])
 
 
 def depth_checks(summaries: list[Summary]) -> list[Check]:
@@ -131,14 +140,23 @@ def depth_checks(summaries: list[Summary]) -> list[Check]:
     return phased_checks(summaries, "n_layers") + deeper
 
 
+def named_plateaus(s: Summary) -> list[Phase]:
+    """The run's learned plateaus within the window by the plateau rule (probes.plateaus; the end of a run
+    still climbing left out), each with `index` set to the phase it is named as
+    (analysis.phasemap.name_plateau): the steps of its phase-named readings come from the same rule as
+    chapters 3, 4 and 8."""
+    found = [p for p in plateaus(s.run.steps, s.run.metrics["acc"]) if p.index >= 1 and not p.climbing]
+    return [dataclasses.replace(p, index=name_plateau(p.level, s.ceilings)) for p in found]
+
+
 def named_circuit_checks(s: Summary, label: str) -> list[Check]:
     """Paper Table 1 for a run whose plateaus need not be Phases 1, 2, 3 in order: at each named plateau
-    (analysis.phasemap.named_phases; a later plateau of the same name wins), the pattern each layer
+    (`named_plateaus`; a later plateau of the same name wins), the pattern each layer
     changed to since the previous plateau (readings.layer_patterns, chapter 4's rule; the first against
     initialisation), against Table 1's row of that name. A phase missing from a run that reached the top
     was skipped (not matched); one missing from a run still below it is not comparable (it may come after
     the window)."""
-    steps = phase_steps(s.run, named_phases(s), checkpoints=False)
+    steps = phase_steps(s.run, named_plateaus(s), checkpoints=False)
     found = {k: (step, patterns) for k, step, _, patterns in layer_patterns(s.run, steps)}
     checks = []
     for k, (name, l1, l2) in PAPER_CIRCUITS.items():
@@ -149,8 +167,10 @@ def named_circuit_checks(s: Summary, label: str) -> list[Check]:
             ours, ok = f"skipped: no Phase-{k} plateau on the way to {s.final_acc:.2f}", False
         else:
             ours, ok = "not reached within the window", None
+        why = {True: "", None: "the window ended first",
+               False: "the phase was skipped" if not pats else "the layers' batch-mean metrics name other patterns"}
         checks.append(Check(f"{label}: Phase {k} circuit ({name})", f"L1 {l1}, L2 {l2}", ours,
-                            seeds_text(seed=s.run.config.seed), ok))
+                            seeds_text(seed=s.run.config.seed), ok, why[ok]))
     return checks
 
 
@@ -167,9 +187,12 @@ def readout_checks(summaries: list[Summary]) -> list[Check]:
     for s in summaries:
         if s.run.config.readout == "all_labels":
             seed = seeds_text(seed=s.run.config.seed)
+            ok = phased(s) if phased(s) == phased(s.strict or s) else None
             checks.append(Check("loss at every label: phases", "phases",
-                                f"{s.both_text}, {len(s.transitions)} transitions", seed,
-                                phased(s) if phased(s) == phased(s.strict or s) else None))
-            checks.append(Check("loss at every label: final accuracy", "below 100%", f"{s.final_acc:.3f}", seed,
-                                s.final_acc < 0.99 if solved else None))
+                                f"{s.both_text}, {len(s.transitions)} transitions", seed, ok,
+                                {True: "", False: "smooth by both rules", None: "the rules disagree"}[ok]))
+            ok = s.final_acc < 0.99 if solved else None
+            checks.append(Check("loss at every label: final accuracy", "below 100%", f"{s.final_acc:.3f}", seed, ok,
+                                {True: "", False: "it reached 99%",
+                                 None: "no run with the loss at the query reached 99% within the window"}[ok]))
     return checks

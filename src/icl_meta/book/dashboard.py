@@ -12,7 +12,7 @@ from .chapter import mean_ceilings
 from .claims import (circuit_checks, induction_checks, phase_checks, random_label_checks, restricted_checks,
                      restricted_runs, scc_theory_checks, surgery_checks)
 from .paper import CHAPTER_CLAIMS
-from .report import Check
+from .report import Check, md_cell
 from .sweep_claims import DATA_CHAPTERS, MAPS, data_checks, map_checks
 
 
@@ -50,8 +50,44 @@ def dashboard(n_mc: int = 5_000) -> list[tuple[str, Check]]:
     return [(where, c) for where in CHAPTER_CLAIMS for c in checks[where]]
 
 
+VERDICT_WORDS = {True: "✓ matched or holds", False: "✗ did not match or fails", None: "○ open"}
+# The longest a dashboard cell may run, in characters (claim, ours), so that the table fits a 1280 px
+# window without a cut column; the chapter holds the full text.
+CELL_LIMITS = {"claim": 70, "paper": 50, "ours": 90}
+
+
+def _short(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 1].rstrip() + "…"
+
+
+def dashboard_summary(rows: list[tuple[str, Check]]) -> str:
+    """Markdown: the ✓ / ✗ / ○ counts over every check, then per chapter with the paper figures it
+    reproduces."""
+    def counts(checks):
+        return [sum(c.ok is v for c in checks) for v in (True, False, None)]
+
+    total = counts([c for _, c in rows])
+    lines = [f"**{len(rows)} checks: " + " · ".join(f"{n} {VERDICT_WORDS[v]}" for n, v in
+                                                   zip(total, (True, False, None))) + "**", "",
+             "| chapter | paper figures | ✓ | ✗ | ○ |", "|---|---|---|---|---|"]
+    for where in dict.fromkeys(w for w, _ in rows):
+        n = counts([c for w, c in rows if w == where])
+        lines.append(f"| {md_cell(where)} | {md_cell(CHAPTER_CLAIMS[where][0])} | " + " | ".join(map(str, n)) + " |")
+    return "\n".join(lines)
+
+
 def dashboard_table(rows: list[tuple[str, Check]]) -> str:
-    """The dashboard as Markdown: one line per check."""
-    lines = ["| chapter | claim | paper | ours | seeds | verdict |", "|---|---|---|---|---|---|"]
-    lines += [f"| {where} | {c.what} | {c.paper} | {c.ours} | {c.seeds} | {c.verdict} |" for where, c in rows]
+    """The dashboard as Markdown, one line per check, grouped by the paper figures a chapter reproduces:
+    verdict first (a mark that survives grey-scale, and its words), the paper figure (named on the first
+    row of its group), the claim, what the paper reports, ours with the reason for a ✗ or an open
+    verdict, and the seeds. Cells are kept short (CELL_LIMITS) so that the table fits the page."""
+    lines = ["| verdict | paper figure (chapter) | claim | paper | ours | seeds |", "|---|---|---|---|---|---|"]
+    previous = None
+    for where, c in rows:
+        figure = f"{CHAPTER_CLAIMS[where][0]} (ch. {where.split('.')[0]})" if where != previous else ""
+        previous = where
+        ours = _short(c.ours, CELL_LIMITS["ours"]) + (f" — *{c.why}*" if c.why else "")
+        cells = (c.verdict, figure, _short(c.what, CELL_LIMITS["claim"]), _short(c.paper, CELL_LIMITS["paper"]),
+                 ours, c.seeds)
+        lines.append("| " + " | ".join(md_cell(x) for x in cells) + " |")
     return "\n".join(lines)

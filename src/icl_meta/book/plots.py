@@ -6,6 +6,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from ..analysis.readings import plateau_gaps, run_plateaus
 from ..probes import METRICS, Phase, metric_column
 
 PHASE_COLOURS = ("#f4d6a0", "#bcd9ea", "#c8e6c0", "#e3c9e8", "#eeeeee")
@@ -60,7 +61,8 @@ def plot_allowed(ax: plt.Axes, allowed: torch.Tensor, title: str) -> None:
 def draw_map(ax: plt.Axes, p: torch.Tensor, title: str, fontsize: int = 7) -> None:
     """One [S, S] attention map with the paper's token names: rows attend (query), columns are attended (key)."""
     names = token_names((p.shape[-1] - 1) // 2)
-    ax.imshow(p.numpy(), cmap="viridis", vmin=0, vmax=1)
+    im = ax.imshow(p.numpy(), cmap="viridis", vmin=0, vmax=1)
+    ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.03).set_label("attention weight", fontsize=fontsize + 1)
     ax.set_xticks(range(len(names)), names, fontsize=fontsize)
     ax.set_yticks(range(len(names)), names, fontsize=fontsize)
     ax.set_xlabel("key", fontsize=fontsize + 1)
@@ -124,10 +126,12 @@ def plot_sequence(ax: plt.Axes, batch, i: int, title: str = "") -> None:
 
 
 def accuracy_panel(ax: plt.Axes, runs, ceilings: dict[str, float]) -> None:
-    """Accuracy of several runs with the first run's phases shaded (robust rule), the paper rule's
-    boundaries as red ticks above the axes, and the Bayes ceilings as reference lines."""
+    """Accuracy of several runs with the first run's plateaus shaded (plateau rule, as every phase-named
+    reading; grey between them), the paper rule's boundaries as red ticks above the axes, and the Bayes
+    ceilings as reference lines."""
     rep = runs[0].phases()
-    shade_phases(ax, rep["robust"]["phases"], rep["robust"]["transitions"])
+    found = run_plateaus(runs[0])
+    shade_phases(ax, [p for p in found if not p.climbing], plateau_gaps(found))
     plot_curves(ax, runs, "acc", "accuracy (in-distribution)")
     draw_ceilings(ax, ceilings)
     for a, _ in rep["paper"]["transitions"]:
@@ -143,7 +147,8 @@ def plot_surgery(ax: plt.Axes, tables: dict[str, dict[str, dict[str, float]]], s
     cols = [(ck, s) for ck in tables for s in sets]
     acc = np.array([[tables[ck][e][s] for ck, s in cols] for e in names])
     delta = acc - acc[names.index("none")]
-    ax.imshow(delta, cmap="RdBu", vmin=-1, vmax=1, aspect="auto")
+    im = ax.imshow(delta, cmap="RdBu", vmin=-1, vmax=1, aspect="auto")
+    ax.figure.colorbar(im, ax=ax, fraction=0.03, pad=0.02).set_label("accuracy change vs unedited", fontsize=8)
     for i in range(len(names)):
         for j in range(len(cols)):
             ax.text(j, i, f"{acc[i, j]:.2f}", ha="center", va="center", fontsize=6.5,
@@ -209,9 +214,11 @@ def plot_phase_map(ax: plt.Axes, xs: list, ys: list, cells: list[list[list]], pr
     ax.set_yticks(range(len(ys)), [str(y) for y in ys])
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in PATTERN_COLOURS.values()]
+    used = {pattern_key(cell[0].seen) for row in cells for cell in row if cell}  # legend: only colours drawn
+    shown = {k: c for k, c in PATTERN_COLOURS.items() if k in used}
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in shown.values()]
     handles.append(plt.Rectangle((0, 0), 1, 1, fc="white", ec="#555555", hatch="//"))
-    ax.legend(handles, [*PATTERN_COLOURS, "ceilings: no room for Phase 2"], fontsize=7, loc="upper left",
+    ax.legend(handles, [*shown, "ceilings: no room for Phase 2"], fontsize=7, loc="upper left",
               bbox_to_anchor=(1.01, 1), title="phases seen", title_fontsize=8)
 
 
