@@ -3,7 +3,7 @@
 import pytest
 
 from icl_meta import ceilings
-from icl_meta.book.chapter import mean_ceilings, provenance_line, retrain_gap
+from icl_meta.book.chapter import mean_ceilings, provenance_line, provenance_table, retrain_gap
 
 
 def test_provenance_line_names_steps_time_and_commit(tiny_run):
@@ -22,3 +22,9 @@ def test_mean_ceilings_average_each_instance(tiny_run):
 def test_retrain_gap_is_zero_for_a_run_this_code_made(tiny_run):
     live, gap = retrain_gap(tiny_run, 20)
     assert live.steps[-1] == 20 and gap == 0.0
+
+
+def test_provenance_table_is_markdown_with_one_row_per_run(tiny_run):
+    lines = provenance_table([tiny_run, tiny_run]).splitlines()
+    assert lines[0].count("|") == 8 and len([line for line in lines if line.startswith("| ")]) == 3
+    assert lines[-1] == f"Command (seed {tiny_run.config.seed}): `{tiny_run.provenance['command']}`"

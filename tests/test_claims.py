@@ -11,7 +11,7 @@ from icl_meta.analysis.readings import final_level, layer_pattern, learned_phase
 from icl_meta.analysis.surgery import standard_edits
 from icl_meta.book.claims import (circuit_checks, circuit_rows, circuit_table, induction_checks, phase_checks,
                                   phase_rows, random_label_checks, restricted_checks, scc_theory_checks,
-                                  surgery_checks, surgery_flag_table)
+                                  rules_table, surgery_checks, surgery_flag_table)
 from icl_meta.probes import metric_column
 from icl_meta.runs import Run
 
@@ -166,3 +166,12 @@ def test_circuit_table_is_markdown_with_one_row_per_phase():
     lines = circuit_table([synthetic_run()]).splitlines()
     assert len(lines) == 2 + 3 and {line.count("|") for line in lines} == {8}
     assert "| 0 | 3 |" in lines[-1] and "chunk_example, label_attention" in lines[-1]
+
+
+def test_rules_table_has_one_row_per_seed_and_rule():
+    """Markdown, one row per rule for the run, each with the header's columns; the plateau rule's row lists
+    the three learned plateaus as step ranges."""
+    lines = rules_table([synthetic_run()]).splitlines()
+    assert len(lines) == 2 + 3 and {line.count("|") for line in lines} == {6}
+    plateau_row = next(line for line in lines if "| plateau |" in line)
+    assert "| 3 |" in plateau_row and plateau_row.count("–") == 3

@@ -9,14 +9,32 @@ import numpy as np
 from ..bayes import ceilings
 from ..runs import Run
 from ..trainer import retrain_start
+from .report import md_cell
+
+
+def _minutes(run: Run) -> str:
+    """A run's wall time in minutes, to a tenth under ten minutes."""
+    m = run.provenance["wall_time_s"] / 60
+    return f"{m:.1f}" if m < 10 else f"{m:.0f}"
 
 
 def provenance_line(run: Run, command: bool = False) -> str:
     """'60,000 steps, 42 min, commit 0123456789' for a shipped run (and '; command: ...', the command that
     made it)."""
     p = run.provenance
-    text = f"{p['final_step']:,} steps, {p['wall_time_s'] / 60:.0f} min, commit {p['git_commit'][:10]}"
+    text = f"{p['final_step']:,} steps, {_minutes(run)} min, commit {p['git_commit'][:10]}"
     return text + (f"; command: {p['command']}" if command else "")
+
+
+def provenance_table(runs: list[Run]) -> str:
+    """Markdown: how each shipped run was made (steps, minutes, device, early stop, commit, torch), then the
+    first run's command."""
+    rows = ["| seed | steps | minutes | device | early stop | commit | torch |", "|---|---|---|---|---|---|---|"]
+    for r in runs:
+        p = r.provenance
+        rows.append(f"| {r.config.seed} | {p['final_step']:,} | {_minutes(r)} | {md_cell(p['device'])} | "
+                    f"{p['early_stopped']} | `{p['git_commit'][:10]}` | {p['versions']['torch']} |")
+    return "\n".join(rows) + f"\n\nCommand (seed {runs[0].config.seed}): `{runs[0].provenance['command']}`"
 
 
 def mean_ceilings(runs: list[Run], n_mc: int) -> tuple[list[dict[str, float]], dict[str, float]]:

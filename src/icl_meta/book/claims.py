@@ -16,7 +16,7 @@ from ..config import CIRCUITS
 from ..probes import METRICS, induction_score, metric_column
 from ..runs import Run, shipped
 from .paper import PAPER_CIRCUITS, PAPER_LEVELS
-from .report import Check, seeds_text
+from .report import Check, md_cell, seeds_text
 
 
 RULES = ("plateau", "robust", "paper")
@@ -45,6 +45,25 @@ def rule_disagreements(runs) -> list[int]:
     than the plateau rule."""
     counts = {rule: plateau_counts(runs, rule) for rule in RULES}
     return [run.config.seed for i, run in enumerate(runs) if len({counts[r][i] for r in RULES}) > 1]
+
+
+def _stretches(row: dict, rule: str) -> str:
+    """A phase_rows row's plateaus (plateau rule) or transitions (the others), as step ranges."""
+    if rule == "plateau":
+        return "; ".join(f"{p.start:,}–{p.end:,}" + (" (climbing)" if p.climbing else "") for p in row["phases"])
+    return "; ".join(f"{a:,}–{b:,}" for a, b in row["transitions"]) or "none"
+
+
+def rules_table(runs) -> str:
+    """Markdown: per seed and rule, the learned phases counted, their levels and where they lie (plateaus for
+    the plateau rule, transitions for the others): the three rules side by side."""
+    table = ["| seed | rule | phases | levels | plateaus (plateau rule) or transitions (steps) |",
+             "|---|---|---|---|---|"]
+    for rule in RULES:
+        for row, n in zip(phase_rows(runs, rule), plateau_counts(runs, rule)):
+            levels = ", ".join(f"{v:.3f}" for v in row["levels"].values()) or "none"
+            table.append(f"| {row['seed']} | {rule} | {n} | {levels} | {md_cell(_stretches(row, rule))} |")
+    return "\n".join(table)
 
 
 def _spread(values: list[float]) -> str:
