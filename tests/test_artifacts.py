@@ -11,7 +11,10 @@ from icl_meta.book.paper import CHAPTER_CLAIMS
 from icl_meta.runs import ARTIFACTS, checkpoint_path
 from icl_meta.sweeps import SWEEP_NAMES
 
-SHIPPED = sorted(p.parent for p in ARTIFACTS.glob("*/*/config.json"))
+# artifacts/<experiment>/<run>, and the finished runs of the full-length sweep regeneration,
+# artifacts/full/<sweep>/<run> (not read by the chapters yet)
+SHIPPED = sorted(p.parent for pattern in ("*/*/config.json", "full/*/*/config.json") for p in ARTIFACTS.glob(pattern))
+RUN_ID = {"ids": lambda p: str(p.relative_to(ARTIFACTS))}
 FIRST_STEPS = 300
 
 
@@ -20,7 +23,7 @@ def test_artifacts_are_shipped():
     assert len([p for p in SHIPPED if p.parent.name == "default"]) >= 3
 
 
-@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: f"{p.parent.name}/{p.name}")
+@pytest.mark.parametrize("path", SHIPPED, **RUN_ID)
 def test_shipped_run_provenance_is_complete(path):
     """A shipped run is finished, compacted, and records command, seeds, versions, commit and wall time;
     its last checkpoint is the final step's (kept, or recorded as dropped)."""
@@ -35,7 +38,7 @@ def test_shipped_run_provenance_is_complete(path):
     assert last == [prov["final_step"]]
 
 
-@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: f"{p.parent.name}/{p.name}")
+@pytest.mark.parametrize("path", SHIPPED, **RUN_ID)
 def test_shipped_run_first_steps_match_the_code(path, tmp_path):
     """Retraining the first steps from the recorded config reproduces the logged metrics and the init."""
     run = load_run(path)
