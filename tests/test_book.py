@@ -14,6 +14,9 @@ import yaml
 from icl_meta.book.colab import COLAB_URL, repository_url
 
 ROOT = Path(__file__).resolve().parents[1]
+# The first test builds the whole book (every chapter executed in fast mode), which took over 10 minutes
+# beside one busy process (2026-12-01): this module's tests get 40 minutes each.
+pytestmark = pytest.mark.timeout(2400)
 
 
 def chapters() -> list[str]:
