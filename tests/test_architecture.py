@@ -7,7 +7,7 @@ import numpy as np
 from icl_meta import Config
 from icl_meta.analysis.heads import layer_metrics_at_end, uniform_metrics
 from icl_meta.analysis.phasemap import summarise
-from icl_meta.book.architecture_claims import (block_checks, fcc_location_check, head_checks, named_plateaus, phased,
+from icl_meta.book.architecture_claims import (block_checks, fcc_location_check, head_checks, phased,
                                               readout_checks)
 from icl_meta.probes import metric_column
 from icl_meta.runs import Run
@@ -120,9 +120,9 @@ def test_block_and_readout_checks_leave_unreached_phases_open():
     assert readout_checks([solved, every])[1].ok
 
 
-def test_named_plateaus_use_the_plateau_rule_and_the_ceilings_names():
+def test_summary_plateaus_use_the_plateau_rule_and_the_ceilings_names():
     """Plateaus at the NCC and SCC ceilings are named Phases 1 and 2; the untrained stretch is left out."""
     s = synthetic(Config(), *PHASED)
-    named = named_plateaus(s)
+    named = s.plateaus
     assert [p.index for p in named] == [1, 2]
     assert [round(p.level, 2) for p in named] == [0.36, 0.80]

@@ -154,3 +154,37 @@ def test_architecture_explorer_has_one_frame_per_valid_network():
     assert [f.name for f in fig.frames] == ["L = 1, H = 1, attention block", "L = 3, H = 4, attention block"]
     assert [s.label for s in fig.layout.sliders[0].steps] == ["L1 H1 atte", "L3 H4 atte"]
     assert "parameters" in fig.layout.title.text and len(fig.data) == 2
+
+
+def test_map_slider_has_one_frame_per_entry_each_with_its_own_token_names():
+    maps = {"2": [np.full((1, 6, 6), 0.1), np.full((1, 6, 6), 0.2)], "4": [np.eye(10)[None], np.eye(10)[None] / 2]}
+    names = {"2": [f"a{i}" for i in range(6)], "4": [f"b{i}" for i in range(10)]}
+    fig = interactive.map_slider(maps, names, "context", prefix="N = ")
+    assert [f.name for f in fig.frames] == ["2", "4"]
+    assert fig.layout.title.text == "context, N = 4"  # opens at the last entry, as drawn
+    assert list(fig.frames[0].data[0].x) == names["2"] and np.allclose(fig.frames[0].data[1].z, 0.2)
+    assert np.allclose(fig.frames[1].data[1].z, np.eye(10) / 2)
+    with pytest.raises(ValueError, match="one number of layers"):
+        interactive.map_slider({"a": maps["2"], "b": maps["2"][:1]}, names, "x")
+
+
+def test_log_bin_max_keeps_every_spike_and_thins_the_rest():
+    t = np.arange(0, 100_000, 100)
+    d = np.zeros(len(t))
+    d[[5, 500, 999]] = [0.3, 0.05, 0.04]
+    tt, dd = interactive.log_bin_max(t, d, per_decade=10)
+    assert len(tt) < 60 and np.all(np.diff(tt) > 0)
+    assert sorted(dd[dd > 0].tolist()) == [0.04, 0.05, 0.3]
+
+
+def test_rule_explorer_counts_the_paper_rule_at_every_knob_setting(ref):
+    runs = [ref]
+    dts, thresholds = [100, 1_000], [0.025, 0.1]
+    fig = interactive.rule_explorer(runs, dts, thresholds, "rule")
+    counts = fig.data[-1].z
+    for i, th in enumerate(thresholds):
+        for j, dt in enumerate(dts):
+            assert counts[i][j] == len(interactive.paper_boundaries(ref.steps, ref.metrics["acc"], dt, th))
+    assert [f.name for f in fig.frames] == ["100", "1000"]
+    t, d = interactive.delta_acc(ref.steps, ref.metrics["acc"], 1_000)
+    assert np.isclose(max(fig.frames[1].data[0].y), d[t > 0].max(), atol=1e-6)

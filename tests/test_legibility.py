@@ -1,8 +1,10 @@
 """Legible output by construction: Markdown tables keep their columns, the dashboard's cells stay short
 enough to fit the page, and every attention heat map carries a colour bar."""
 
+import json
 import re
 import shutil
+from pathlib import Path
 
 import matplotlib
 
@@ -92,3 +94,31 @@ def test_dashboard_fits_a_1280_px_window_in_chromium():
         width = tab.evaluate("() => document.querySelector('table').scrollWidth")
         browser.close()
     assert width <= 700
+
+
+def test_book_figures_cannot_be_taken_for_the_papers():
+    """Book figures are "Figure C.N", numbered in chapter C; the paper's are "Fig. N" and, in a book
+    figure's title, "paper Fig. N": a dotted "Fig. 13.2" would read as the paper's Figure 13."""
+    for path in sorted(Path("book").glob("[0-9][0-9]_*.ipynb")):
+        chapter = int(path.name[:2])
+        cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+        text = "\n".join("".join(c["source"]) for c in cells)
+        assert not re.findall(r"Fig\. \d+\.\d+", text), path
+        for number, paren in re.findall(r"Figure (\d+)\.\d+(?::| \(([^)]*)\))", text):
+            assert int(number) == chapter, (path, number)
+            assert "Fig." not in paren or "paper Fig." in paren, (path, paren)
+
+
+def test_the_methods_figure_index_lists_every_book_figure():
+    """Methods §Figures maps every paper figure to the book figures that draw it: each "Figure C.N" a chapter
+    titles appears in the index, and the index names no figure that no chapter draws."""
+    drawn = set()
+    for path in Path("book").glob("[0-9][0-9]_*.ipynb"):
+        cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+        code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+        drawn |= set(re.findall(r"Figure (\d+\.\d+)", code))
+    methods = Path("book/methods.md").read_text(encoding="utf-8")
+    table = methods[methods.index("## Figures"):]
+    indexed = {f for row in table.splitlines() if row.startswith("| ")
+               for f in re.findall(r"\b(\d+\.\d+)\b", row.rsplit("|", 2)[-2])}
+    assert drawn and drawn == indexed

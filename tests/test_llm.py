@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from icl_meta.analysis.llm import (LABELS, METRICS, SMOKE_SENTENCES, Spans, build_prompt, char_to_token_span,
-                                   circuit_metrics_llm, encode, metrics_from_attentions, sample_prompts, tagged_tokens,
-                                   tiny_gpt2, uniform_baseline)
+from icl_meta.analysis.llm import (LABELS, METRICS, SMOKE_SENTENCES, Spans, bracketed_prompt, build_prompt,
+                                   char_to_token_span, circuit_metrics_llm, encode, metrics_from_attentions,
+                                   sample_prompts, tagged_tokens, tiny_gpt2, uniform_baseline)
 
 DEMOS = [("A joy to watch.", "positive"), (" Dull, dull, dull. ", "negative")]
 
@@ -189,3 +189,15 @@ def test_uniform_baseline_is_even_causal_attention(tiny):
     assert set(base) == set(METRICS)
     assert base["bigram"] == pytest.approx(sum(1 / s for s in sizes) / len(sizes))
     assert base["label_attention"] == pytest.approx(sum(shares) / len(shares))
+
+
+def test_bracketed_prompt_names_every_span_and_marks_the_last_token(tiny):
+    _, tokenizer = tiny
+    text, spans = build_prompt(DEMOS, "Not bad at all.")
+    shown = bracketed_prompt(tokenizer, text, spans)
+    assert shown.count("[") == shown.count("]") == 5  # two reviews, two labels, the query
+    for role, words in [("review1", "A joy to watch."), ("label1", "positive"), ("label2", "negative"),
+                        ("query", "Not bad at all.")]:
+        inside = shown.split(f"[{role}:")[1].split("]")[0]
+        assert inside.replace(" ", "") == words.replace(" ", "")
+    assert shown.endswith("▶:") and "⏎\n" in shown

@@ -4,10 +4,11 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from icl_meta import Config, ceilings
-from icl_meta.analysis.phasemap import (MIN_GAP, Summary, max_jump, name_plateau, named_phases, phase2_gap, summarise,
-                                        truncated, varied)
+from icl_meta.analysis.phasemap import (MIN_GAP, Summary, max_jump, name_plateau, phase2_gap, summarise, truncated,
+                                        varied)
 from icl_meta.bayes import query_class_accuracy
 from icl_meta.book.sweep_claims import (first_plateau_checks, judge, map_checks, paper_check, phase_table,
                                         smoothing_check, task_order_check)
@@ -46,12 +47,16 @@ def test_summarise_three_phases_and_a_climb_cut_by_the_window():
     climbing = run_with([0.03, 0.36, 0.80], [(1000, 2000), (20000, WINDOW)])
     s = summarise(climbing, CEIL)
     assert s.seen == (1, 2) and s.rising == 2 and s.seen_text == "1 → (2)"
+    assert len(s.transitions) == 2 and s.transitions[-1][1] == WINDOW  # the last climb runs into the end
 
 
-def test_the_strict_variant_keeps_a_short_plateau_the_robust_rule_merges():
-    short = run_with([0.03, 0.36, 0.80], [(1000, 2000), (2800, 8000)])
+def test_the_plateau_rule_keeps_a_short_plateau_the_robust_rule_merges():
+    """A 0.2-decade plateau between two rises whose log-grid exceedances lie one grid point apart."""
+    short = run_with([0.03, 0.36, 0.80], [(2000, 4000), (6400, 9600)])
     s = summarise(short, CEIL)
-    assert s.seen == (2,) and s.strict.seen == (1, 2) and s.both_text == "2 [strict: 1 → 2]"
+    assert s.rule == "plateau" and s.seen == (1, 2) and len(s.transitions) == 2
+    assert s.robust.rule == "robust" and s.robust.seen == (2,) and s.both_text == "1 → 2 [robust: 2]"
+    assert summarise(short, CEIL, rule="robust").robust is None
 
 
 def test_truncated_cuts_the_metrics_only():
@@ -62,7 +67,7 @@ def test_truncated_cuts_the_metrics_only():
 def _summary(seen, final, rising=None, cfg=Config()):
     """A summary whose plateaus are `seen` at their ceilings (and `rising` climbed into at the end)."""
     levels = {k: CEIL[c] for k, c in zip((1, 2, 3), CEIL) if k in seen}
-    return Summary(Run(Path("s"), cfg, {}, {}, []), CEIL, [], 0, levels, final, rising)
+    return Summary(Run(Path("s"), cfg, {}, {}, []), CEIL, "plateau", [], [], 0, levels, final, rising)
 
 
 def test_judge_sequences_and_skips():
@@ -82,9 +87,10 @@ def test_judge_sequences_and_skips():
     seeds = [[_summary((2, 3), 1.0)] * 2, [_summary((2, 3), 1.0), _summary((), 0.05)],
              [_summary((2, 3), 1.0), _summary((), 0.05), _summary((1, 3), 1.0)]]
     assert [paper_check("x", s, claim, "p").ok for s in seeds] == [True, None, False]
-    split = dataclasses.replace(_summary((2, 3), 1.0), strict=_summary((1, 2, 3), 1.0))
-    check = paper_check("x", [split], claim, "p")
-    assert check.ok is None and "[strict: 1 → 2 → 3]" in check.ours and "disagree" in check.why
+    split = dataclasses.replace(_summary((2, 3), 1.0), robust=_summary((1, 2, 3), 1.0))
+    check = paper_check("x", [split], claim, "p")  # the plateau rule decides; the robust reading is named
+    assert check.ok is True and "[robust: 1 → 2 → 3]" in check.ours
+    assert check.why == "the robust rule would read it as not matched"
 
 
 def test_phase_table_lists_plateaus_against_ceilings_and_the_paper():
@@ -106,7 +112,8 @@ def test_first_plateau_and_task_order_checks():
 
 def test_smoothing_check_prefers_gentler_curves():
     def summary(edges, p_bursty):
-        return Summary(run_with([0.03, 1.0], [edges], Config(p_bursty=p_bursty)), CEIL, [], 0, {}, 1.0, None)
+        return Summary(run_with([0.03, 1.0], [edges], Config(p_bursty=p_bursty)), CEIL, "plateau", [], [], 0, {}, 1.0,
+                       None)
 
     steep, gentle = (1000, 1200), (1000, 40000)
     assert max_jump(summary(steep, 0.0).run) > max_jump(summary(gentle, 0.0).run)
@@ -144,8 +151,22 @@ def test_phase_table_without_a_sweep_labels_what_changed():
     assert "| default | 0 | 1 |" in table and "| K=32, ε=0.5 | 3 | 2 → 3 |" in table
 
 
-def test_named_phases_colour_plateaus_by_their_ceiling():
-    """A run that climbs straight to the top has one plateau, named 3 (not 'the first phase')."""
+def test_summary_plateaus_are_named_by_their_ceiling():
+    """A run that climbs straight to the top has one plateau, named 3 (not 'the first phase'), and one rise."""
     straight = summarise(run_with([0.03, 1.0], [(1000, 20_000)]), CEIL)
-    assert [ph.index for ph in named_phases(straight)] == [3]
-    assert [ph.index for ph in named_phases(summarise(THREE, CEIL))] == [1, 2, 3]
+    assert [ph.index for ph in straight.plateaus] == [3] and len(straight.transitions) == 1
+    assert [ph.index for ph in summarise(THREE, CEIL).plateaus] == [1, 2, 3]
+    with pytest.raises(ValueError, match="rule must be"):
+        summarise(THREE, CEIL, rule="paper")
+
+
+def test_a_pause_near_chance_is_no_phase():
+    """A plateau nearer the untrained accuracy than every ceiling (a bump from 0.03 to 0.10) is named 0: it
+    is neither Phase 1 nor a rise between phases, so a run that then climbs smoothly to the top is smooth."""
+    assert name_plateau(0.10, CEIL, start=0.03) == 0 and name_plateau(0.10, CEIL) == 1
+    assert name_plateau(0.25, CEIL, start=0.03) == 1
+    bump = run_with([0.03, 0.10, 0.36, 0.80], [(300, 400), (3000, 4000), (20_000, 30_000)])
+    s = summarise(bump, CEIL)
+    assert s.seen == (1, 2) and [p.index for p in s.plateaus] == [1, 2] and len(s.transitions) == 2
+    smooth = summarise(run_with([0.03, 0.10, 1.0], [(300, 400), (3000, 50_000)]), CEIL)
+    assert smooth.plateaus == [] and len(smooth.transitions) == 1 and smooth.seen == (3,)

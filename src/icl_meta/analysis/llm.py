@@ -204,6 +204,20 @@ def tagged_tokens(tokenizer, text: str, spans: Spans) -> list[tuple[str, str]]:
     return [(tokenizer.decode([i]), r) for i, r in zip(ids[0].tolist(), roles)]
 
 
+
+def bracketed_prompt(tokenizer, text: str, spans: Spans) -> str:
+    """The prompt as its tokens with every span bracketed and named ("[label1: positive]"), the last token
+    marked ▶ and newlines shown as ⏎: what a reader checks to trust that the spans cover the right words."""
+    out, open_role = "", ""
+    for token, role in tagged_tokens(tokenizer, text, spans):
+        if role != open_role and open_role not in ("", "last"):
+            out += "]"
+        if role != open_role and role not in ("", "last"):
+            out += f"[{role}:"
+        out += ("▶" if role == "last" else "") + token.replace("\n", "⏎\n")
+        open_role = role
+    return out
+
 # ---- models ---------------------------------------------------------------------------------------
 
 def load_pretrained(name: str = "gpt2-xl"):

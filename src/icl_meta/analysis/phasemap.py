@@ -2,7 +2,8 @@
 maps of the data chapters (paper Fig. 7, 15, 18, 19; Methods §Phase rules). The book's checks of these
 readings against the paper are `icl_meta.book.sweep_claims` and `icl_meta.book.architecture_claims`.
 
-A run's learned plateaus come from the robust phase rule (chapter 3). Each is named after the Bayes
+A run's learned plateaus come from the plateau rule (`probes.plateaus`, chapter 3), the rule of every
+verdict; the robust rule's reading is kept beside it (`Summary.robust`). Each plateau is named after the Bayes
 ceiling its accuracy is nearest to, because the ceilings are what the three circuits can reach:
 query only -> Phase 1 (NCC), query + label multiset -> Phase 2 (SCC), full pairs -> Phase 3 (FCC).
 Where two ceilings are closer than MIN_GAP, the phase rule could not tell their plateaus apart, and
@@ -23,7 +24,7 @@ import numpy as np
 
 from ..bayes import CEILINGS, ceilings
 from ..config import Config
-from ..probes import Phase, log_changes, paper_boundaries, phases, robust_boundaries
+from ..probes import Phase, Plateau, log_changes, paper_boundaries, phases, plateaus, robust_boundaries
 from ..runs import Run, shipped
 from ..sweeps import WINDOW, sweep
 from .readings import final_level
@@ -45,26 +46,33 @@ def truncated(run: Run, steps: int = WINDOW) -> Run:
     return dataclasses.replace(run, metrics={k: v[rows] for k, v in run.metrics.items()})
 
 
-def name_plateau(level: float, ceil: dict[str, float]) -> int:
+def name_plateau(level: float, ceil: dict[str, float], start: float | None = None) -> int:
     """The phase (1, 2, 3) whose ceiling is nearest to a plateau level, or the highest phase whose ceiling
-    lies within MIN_GAP above that one (ceilings that close name one plateau)."""
+    lies within MIN_GAP above that one (ceilings that close name one plateau). With `start`, the untrained
+    model's accuracy, a level nearer to it than to every ceiling is 0: a pause before any phase (e.g. a
+    bump from chance to 0.1 long before the query-only ceiling), not Phase 1."""
+    if start is not None and all(abs(level - start) < abs(level - ceil[c]) for c in CEILINGS):
+        return 0
     nearest = min(CEILINGS, key=lambda c: (abs(level - ceil[c]), -PHASE_OF_CEILING[c]))
     return max(PHASE_OF_CEILING[c] for c in CEILINGS if 0 <= ceil[c] - ceil[nearest] < MIN_GAP)
 
 
 @dataclass(frozen=True)
 class Summary:
-    """What one run shows over the window by one variant of the robust rule: transitions, plateaus and
-    the phases they are named as; `strict` holds the same by the strict variant (no merging)."""
+    """What one run shows over the window by one phase rule: its climbs (the plateau rule) or transitions
+    (the robust rule), its learned plateaus named after the phase they reach, and the phases seen; `robust`
+    holds the robust rule's reading beside the plateau rule's (Methods §Phase rules)."""
 
     run: Run
     ceilings: dict[str, float]
-    transitions: list[tuple[int, int]]
+    rule: str  # "plateau" (every verdict) or "robust" (shown beside it)
+    transitions: list[tuple[int, int]]  # the rises: climbs between plateaus, or the robust rule's transitions
+    plateaus: list[Phase]  # learned plateaus, `index` set to the phase each is named as
     paper_transitions: int  # number of transitions by the paper's fixed-Δt rule
     levels: dict[int, float]  # phase name -> plateau level (the last plateau of that name)
     final_acc: float
-    rising: int | None  # name of the final accuracy if a transition was still under way at the end
-    strict: "Summary | None" = None
+    rising: int | None  # name of the final accuracy if the run was still climbing at the end
+    robust: "Summary | None" = None
 
     @property
     def seen(self) -> tuple[int, ...]:
@@ -78,42 +86,60 @@ class Summary:
 
     @property
     def both_text(self) -> str:
-        """seen_text, and the strict variant's where it differs."""
-        if self.strict is None or self.strict.seen_text == self.seen_text:
+        """seen_text, and the robust rule's where it differs."""
+        if self.robust is None or self.robust.seen_text == self.seen_text:
             return self.seen_text
-        return f"{self.seen_text} [strict: {self.strict.seen_text}]"
+        return f"{self.seen_text} [robust: {self.robust.seen_text}]"
+
+
+def climbs(found: list[Plateau], steps: np.ndarray) -> list[tuple[int, int]]:
+    """The rises of a run by the plateau rule (`probes.plateaus` output `found`, index 0 on every plateau
+    before the first phase): from the first evaluation to the first plateau when the untrained stretch is
+    not one, between consecutive plateaus unless both precede the first phase (a plateau and a higher one
+    that abuts it still make a rise), and into the end of a run that ended climbing."""
+    rises = [(a.end, b.end if b.climbing else max(a.end, b.start)) for a, b in zip(found, found[1:])
+             if a.index or b.index]
+    if found and found[0].index >= 1:
+        first = int(steps[steps > 0][0])
+        rises.insert(0, (first, max(first, found[0].start)))
+    return rises
 
 
 def summarise(run: Run, ceil: dict[str, float] | None = None, window: int = WINDOW, n_mc: int = N_MC,
-              merge_gap: int = 1) -> Summary:
-    """The run's phases over the first `window` steps (ceilings of its own instance unless given), by
-    the robust rule with merge_gap (default: chapter 3's), and by its strict variant (merge_gap 0: two
-    rises one grid point apart stay two, so a plateau as short as a tenth of a decade counts)."""
+              rule: str = "plateau") -> Summary:
+    """The run's phases over the first `window` steps (ceilings of its own instance unless given) by the
+    plateau rule, with the robust rule's reading beside it in `robust` (rule "robust": that reading alone)."""
+    if rule not in ("plateau", "robust"):
+        raise ValueError(f"rule must be 'plateau' or 'robust', got {rule!r}")
     run = truncated(run, window)
     ceil = ceilings(run.config, run.instance(), n=n_mc) if ceil is None else ceil
     steps, acc = run.steps, run.metrics["acc"]
-    tr = robust_boundaries(steps, acc, merge_gap=merge_gap)
+    start = float(acc[0])  # the untrained model's accuracy: plateaus nearer to it are no phase (name_plateau)
+
+    def named(found: list[Phase]) -> list[Phase]:
+        return [p if p.index == 0 or getattr(p, "climbing", False) else
+                dataclasses.replace(p, index=name_plateau(p.level, ceil, start)) for p in found]
+
+    if rule == "plateau":
+        found = named(plateaus(steps, acc))
+        rises, ended_climbing = climbs(found, steps), found[-1].climbing
+    else:
+        rises = robust_boundaries(steps, acc)
+        found = named(phases(steps, acc, rises))
+        ended_climbing = bool(rises) and rises[-1][1] >= steps[-1] * 0.99  # the last rise runs into the end
+    learned = [p for p in found if p.index >= 1 and not getattr(p, "climbing", False)]
     levels: dict[int, float] = {}
-    for ph in phases(steps, acc, tr):
-        if ph.index >= 1:
-            name = name_plateau(ph.level, ceil)
-            levels.pop(name, None)  # a repeated name moves to the end, where the plateau settled
-            levels[name] = ph.level
+    for p in learned:
+        levels.pop(p.index, None)  # a repeated name moves to the end, where the plateau settled
+        levels[p.index] = p.level
     final = final_level(run, frac=0.05)
     rising = None
-    if tr and tr[-1][1] >= steps[-1] * 0.99:  # the last transition runs into the window's end
-        rising = name_plateau(final, ceil)
+    if ended_climbing:
+        rising = name_plateau(final, ceil, start) or None
         if rising in levels and rising == list(levels)[-1]:
             rising = None  # still creeping up within the phase it is in
-    strict = summarise(run, ceil, window, merge_gap=0) if merge_gap else None
-    return Summary(run, ceil, tr, len(paper_boundaries(steps, acc)), levels, final, rising, strict)
-
-
-def named_phases(s: Summary) -> list[Phase]:
-    """The run's learned plateaus (robust rule) with `index` set to the phase each is named as, for
-    shading a run whose plateaus are not the paper's first, second and third (book.plots.shade_phases)."""
-    learned = [ph for ph in phases(s.run.steps, s.run.metrics["acc"], s.transitions) if ph.index >= 1]
-    return [dataclasses.replace(ph, index=name_plateau(ph.level, s.ceilings)) for ph in learned]
+    robust = summarise(run, ceil, window, n_mc, rule="robust") if rule == "plateau" else None
+    return Summary(run, ceil, rule, rises, learned, len(paper_boundaries(steps, acc)), levels, final, rising, robust)
 
 
 def setting_label(cfg: Config, fields: tuple[str, ...]) -> str:

@@ -68,8 +68,7 @@ def phase_steps(run: Run, phases: list[Phase], checkpoints: bool = True) -> dict
     with the same index (a name given twice): the later one wins.
 
     phases: the run's learned phases in order (`learned_phases`), or its plateaus named after the
-    phase they reach (`icl_meta.analysis.phasemap.named_phases` by the robust rule, or the plateau
-    rule's in `icl_meta.book.architecture_claims.named_plateaus`).
+    phase they reach (`icl_meta.analysis.phasemap.Summary.plateaus`).
     """
     steps = run.checkpoint_steps if checkpoints else run.steps.tolist()
     steps = np.array([t for t in steps if 0 < t <= run.steps[-1]])

@@ -95,6 +95,16 @@ def phase_checks(runs, rule: str = "plateau") -> list[Check]:
     return checks
 
 
+def paper_rule_check(runs) -> Check:
+    """Phases counted by the paper's own rule at its own knobs (Δt = 100, threshold 0.025; Methods §Phase
+    rules), beside `phase_checks`: the rule the paper states, whatever it finds."""
+    counts = [len(r["levels"]) for r in phase_rows(runs, "paper")]
+    ok = all(c == 3 for c in counts)
+    return Check("phases seen by the paper's rule (Δt = 100, threshold 0.025)", "3", ", ".join(map(str, counts)),
+                 f"{len(runs)} seeds", ok, why="" if ok else
+                 "a 100-step Δt misses rises spread over thousands of steps and fires on late noise (Figure 3.2)")
+
+
 def reading_steps(run: Run, rule: str = "plateau") -> dict[int, int]:
     """The step at which each learned phase is read: the checkpoint nearest the middle of its plateau when
     the plateau holds one (the step chapter 8's surgery edits, so chapters 4 and 8 read the same model),
@@ -301,4 +311,27 @@ def surgery_flag_table(tables: dict[int, dict[str, dict[str, float]]]) -> str:
             cells = [verdict_flags(t, layer, pattern) + ("\\*" if PAPER_CIRCUITS[k][layer] == pattern else "")
                      for k, t in tables.items()]
             lines.append(f"| L{layer} {pattern} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def visible_vs_needed_table(run: Run, tables: dict[int, dict[str, dict[str, float]]], at: dict[int, int]) -> str:
+    """Markdown: paper Table 1's pattern of each phase and layer, read two ways side by side. Chapter 4's
+    reading (`circuit_rows`): the batch-mean metric at its step and whether the layer visibly changed to the
+    pattern there; chapter 8's: whether removing the pattern in the phase's checkpoint (at: phase -> step;
+    tables: phase -> surgery table) costs accuracy (`verdicts`). The two questions can get different answers,
+    since a pattern can carry the answer on the rows that matter while the mean over batch and rows stays low."""
+    seen = {r["phase"]: r for r in circuit_rows(run)}
+    lines = ["| phase | step (ch. 4 / ch. 8) | layer: Table-1 pattern | batch-mean metric (ch. 4) | visible (ch. 4) | "
+             "causally needed (ch. 8) |", "|---|---|---|---|---|---|"]
+    for k, table in tables.items():
+        name, *patterns = PAPER_CIRCUITS[k]
+        for layer, pattern in enumerate(patterns, start=1):
+            r = seen.get(k)
+            step = f"{r['step']:,}" if r else "–"
+            value = f"{r['metrics'][layer][pattern]:.2f}" if r else "–"
+            read = r["patterns"][layer - 1] if r else None
+            visible = "–" if r is None else "✓ yes" if read == pattern else f"✗ no (reads {read})"
+            needed = "✓ yes" if verdicts(table, layer, pattern)["necessary"] else "✗ no"
+            lines.append(f"| {k} ({name}) | {step} / {at[k]:,} | L{layer}: {pattern} | {value} | {visible} | "
+                         f"{needed} |")
     return "\n".join(lines)

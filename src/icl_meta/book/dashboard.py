@@ -9,8 +9,8 @@ from ..runs import shipped
 from ..sweeps import ARCH_SWEEPS, DATA_SWEEPS
 from .architecture_claims import block_checks, depth_checks, head_checks, readout_checks
 from .chapter import mean_ceilings
-from .claims import (circuit_checks, induction_checks, phase_checks, random_label_checks, restricted_checks,
-                     restricted_runs, scc_theory_checks, surgery_checks)
+from .claims import (circuit_checks, induction_checks, paper_rule_check, phase_checks, random_label_checks,
+                     restricted_checks, restricted_runs, scc_theory_checks, surgery_checks)
 from .paper import CHAPTER_CLAIMS
 from .report import Check, md_cell
 from .sweep_claims import DATA_CHAPTERS, MAPS, data_checks, map_checks
@@ -31,7 +31,7 @@ def dashboard(n_mc: int = 5_000) -> list[tuple[str, Check]]:
     tables = {k: surgery_table(ref.model(s), sets, standard_edits()) for k, s in at.items()}
     swept = sweep_summaries(DATA_SWEEPS + ARCH_SWEEPS)  # each chapter picks its settings with `varied`
     checks = {
-        "3. Three phases": phase_checks(runs),
+        "3. Three phases": phase_checks(runs) + [paper_rule_check(runs)],
         "4. Circuits": [c for run in runs for c in circuit_checks(run)],
         "5. Circuit-restricted training": restricted_checks(restricted_runs(), runs, ceil),
         "6. The semi-context circuit": scc_theory_checks(shipped("scc_theory")) + random_label_checks(runs, per_seed),

@@ -1,10 +1,19 @@
 """Workshop exercises: checks that tell a learner whether their function is right, and the tool that
 turns an exercise notebook (solutions filled in, as CI runs it) into the learner's version.
 
-    python -m icl_meta.book.exercises book/ex_circuits.ipynb my_copy.ipynb   # blank every solution cell
+    python -m icl_meta.book.exercises --learner-copies   # from the repository root: rewrite book/learner/
+    python -m icl_meta.book.exercises book/ex_circuits.ipynb my_copy.ipynb   # one copy, anywhere
 
 A solution cell carries the tag "solution"; the learner's version keeps its first line (the function
-signature and docstring up to the first blank line) and replaces the body with NotImplementedError.
+signature and docstring up to the first blank line) and replaces the body with NotImplementedError. A
+teacher's answer to a Discuss question is a Markdown cell tagged "answer" (a `{dropdown}`, collapsed on
+the website); the learner's version leaves it out.
+
+The learner copies of the book's exercise notebooks (book/ex_*.ipynb) are committed under book/learner/, so
+that the workshop page offers them for download; tests/test_exercises.py fails when one differs from what
+this module makes of its exercise now. They are never pages of the book (`only_build_toc_files` in
+_config.yml leaves out every file _toc.yml does not list) nor tests (book/learner/conftest.py): a learner
+copy raises NotImplementedError when run.
 """
 
 from __future__ import annotations
@@ -22,6 +31,8 @@ from ..probes import METRICS, circuit_metrics
 from ..task import make_instance, sample
 
 SOLUTION_TAG = "solution"
+ANSWER_TAG = "answer"
+LEARNER_DIR = "learner"  # under book/: the committed learner copies
 
 
 def _ok(what: str) -> None:
@@ -74,8 +85,10 @@ def check_mask(fn: Callable[[str, int], torch.Tensor]) -> None:
 
 def learner_version(nb: dict) -> dict:
     """The notebook with every solution cell's body replaced by `raise NotImplementedError` (its lines up
-    to the first blank line, the signature and docstring, are kept) and its outputs cleared."""
+    to the first blank line, the signature and docstring, are kept), its outputs cleared, and its teacher's
+    answers (cells tagged "answer") left out."""
     out = json.loads(json.dumps(nb))
+    out["cells"] = [c for c in out["cells"] if ANSWER_TAG not in c.get("metadata", {}).get("tags", [])]
     for cell in out["cells"]:
         if cell["cell_type"] == "code" and SOLUTION_TAG in cell.get("metadata", {}).get("tags", []):
             src = "".join(cell["source"]).split("\n\n")[0].rstrip("\n")
@@ -85,14 +98,46 @@ def learner_version(nb: dict) -> dict:
     return out
 
 
+def learner_text(exercise: Path) -> str:
+    """The learner copy of an exercise notebook file, as the text to write: the book's notebook format
+    (indent 1, UTF-8 characters unescaped, final newline), so a committed copy compares byte for byte."""
+    return json.dumps(learner_version(json.loads(exercise.read_text())), indent=1, ensure_ascii=False) + "\n"
+
+
+def learner_copies(book: Path) -> dict[Path, Path]:
+    """Each exercise notebook of the book directory (ex_*.ipynb) and the path of its committed learner copy,
+    learner/<name>_learner.ipynb, which the workshop page links for download."""
+    return {src: book / LEARNER_DIR / f"{src.stem}_learner.ipynb" for src in sorted(book.glob("ex_*.ipynb"))}
+
+
+def write_learner_copies(book: Path) -> list[Path]:
+    """Rewrite every learner copy of the book directory that differs from its exercise notebook's learner
+    version (after an exercise was edited, or its Colab install cell synced); returns the copies rewritten."""
+    written = []
+    for src, dst in learner_copies(book).items():
+        text = learner_text(src)
+        if not dst.exists() or dst.read_text() != text:
+            dst.parent.mkdir(exist_ok=True)
+            dst.write_text(text)
+            written.append(dst)
+    return written
+
+
 def main(argv: list[str] | None = None) -> None:
+    """`--learner-copies`: bring book/learner/ (from the current directory, the repository root) up to date.
+    `EXERCISE LEARNER_COPY`: write one learner copy to a new file (an existing one is never overwritten)."""
     argv = sys.argv[1:] if argv is None else argv
+    if argv == ["--learner-copies"]:
+        written = write_learner_copies(Path.cwd() / "book")
+        print("\n".join(f"wrote {p}" for p in written) or "every learner copy is up to date")
+        return
     if len(argv) != 2:
-        sys.exit("usage: python -m icl_meta.book.exercises EXERCISE.ipynb LEARNER_COPY.ipynb")
+        sys.exit("usage: python -m icl_meta.book.exercises --learner-copies\n"
+                 "       python -m icl_meta.book.exercises EXERCISE.ipynb LEARNER_COPY.ipynb")
     src, dst = map(Path, argv)
     if dst.exists():
         sys.exit(f"{dst} exists; choose a new file name")
-    dst.write_text(json.dumps(learner_version(json.loads(src.read_text())), indent=1, ensure_ascii=False) + "\n")
+    dst.write_text(learner_text(src))
     print(f"wrote {dst}: solution cells blanked")
 
 

@@ -12,8 +12,9 @@ Two things make them render in the Jupyter Book 1.x site:
   Colab) there is no site, so the script loads the same version from Plotly's CDN instead.
 
 Each chapter's default figure stays a matplotlib image (`plots`); these are its "try it" extras:
-`layer_scrubber` (chapters 4 and 7), `head_scrubber` (13), `ceiling_explorer` with `ceiling_grid` (1),
-`scc_explorer` (6), `prompt_explorer` (9) and `architecture_explorer` (2).
+`ceiling_explorer` with `ceiling_grid` (chapter 1), `architecture_explorer` (2), `rule_explorer` (3),
+`layer_scrubber` (4 and 7), `scc_explorer` (6), `surgery_explorer` (8), `prompt_explorer` (9),
+`sweep_explorer` (10), `map_slider` (11 and 14), `room_explorer` (12) and `head_scrubber` (13).
 """
 
 from __future__ import annotations
@@ -28,14 +29,18 @@ import numpy as np
 import plotly.graph_objects as go
 import plotly.io as pio
 from IPython.display import HTML, display
+from plotly.colors import sample_colorscale
 from plotly.offline import get_plotlyjs, get_plotlyjs_version
 from plotly.subplots import make_subplots
 
 from ..analysis.heads import ROLES, head_roles
+from ..analysis.phasemap import MIN_GAP, phase2_gap, setting_label
+from ..analysis.surgery import ACTIONS, SETS, Edit, edited
 from ..bayes import ceilings, scc_elimination_accuracy, scc_theory_accuracy
 from ..config import Config
 from ..model import Model
-from ..probes import METRICS, attention_maps, metric_column
+from ..probes import METRICS, attention_maps, delta_acc, metric_column, paper_boundaries
+from ..sweeps import sweep
 from .plots import CEILING_LABELS, METRIC_LABELS, PHASE_COLOURS, ROLE_COLOURS, TRANSITION_COLOUR, token_names
 
 PLOTLY_FILE = "plotly.min.js"  # under the built site's _static/
@@ -118,12 +123,13 @@ def heatmap(p: np.ndarray, names: list[str], showscale: bool = False) -> go.Heat
                                                                               "y": 0.8})
 
 
-def slider(steps: list[int], active: int) -> dict:
+def slider(steps: list[int | str], active: int) -> dict:
     """A slider with one position per value (a checkpoint's step, or a setting), each showing the frame
     named after it."""
     anim = {"mode": "immediate", "frame": {"duration": 0, "redraw": True}, "transition": {"duration": 0}}
     return {"active": active, "currentvalue": {"prefix": "checkpoint: step "}, "pad": {"t": 40},
-            "steps": [{"label": f"{s:,}", "method": "animate", "args": [[str(s)], anim]} for s in steps]}
+            "steps": [{"label": f"{s:,}" if isinstance(s, int) else str(s), "method": "animate",
+                       "args": [[str(s)], anim]} for s in steps]}
 
 
 def marker(step: int, first_logged: int, showlegend: bool = False) -> go.Scatter:
@@ -245,6 +251,50 @@ def head_scrubber(run, probe, title: str, steps: list[int] | None = None) -> go.
     return fig
 
 
+def surgery_explorer(run, probe, at: dict[int, int], tables: dict[int, dict[str, dict[str, float]]],
+                     title: str) -> go.Figure:
+    """Chapter 8's surgery one edit at a time, so a reader sees what an edit does to the attention and to the
+    accuracy together. One position per phase checkpoint (at: phase -> step), layer, pattern (probes.METRICS)
+    and action (keep, remove), picked from a dropdown: head 1's batch-mean attention of every layer before
+    (top row) and after (bottom row) the edit, masked with renormalisation (`analysis.surgery.edited`), and
+    the accuracy on the three evaluation sets before and after it in the title. The accuracies are read from
+    `tables` (phase -> `analysis.surgery.surgery_table` of `standard_edits`, renormalise=True), the numbers
+    of the chapter's table, not measured again. It opens on the last phase's layer-1 chunk-example removal;
+    the dropdown sits above the maps, where its list has room to open."""
+    names = token_names(run.config.num_seq)
+    n = run.config.n_layers
+    frames = []
+    for k, step in at.items():
+        model = run.model(step)
+        before = [heatmap(m[0].numpy(), names, showscale=i == n - 1)
+                  for i, m in enumerate(attention_maps(model, probe))]
+        for layer, pattern, action in itertools.product(range(1, n + 1), METRICS, ACTIONS):
+            edit = Edit(layer, pattern, action)
+            after = [heatmap(m[0].numpy(), names) for m in attention_maps(edited(model, [edit]), probe)]
+            base, cut = tables[k]["none"], tables[k][str(edit)]
+            accs = " · ".join(f"{s} {base[s]:.3f} → {cut[s]:.3f}" for s in SETS)
+            label = f"Phase {k}, step {step:,}: {edit}"
+            frames.append(go.Frame(name=label, traces=list(range(2 * n)), data=before + after, layout={
+                "title": {"text": f"{title}<br>{label}<br>accuracy (unedited → edited): {accs}"}}))
+    labels = [f.name for f in frames]
+    start = labels.index(f"Phase {max(at)}, step {at[max(at)]:,}: {Edit(1, 'chunk_example', 'remove')}")
+    fig = make_subplots(rows=2, cols=n, vertical_spacing=0.14, horizontal_spacing=0.25 / n,
+                        subplot_titles=[f"{when}, layer {i}, head 1" for when in ("unedited", "edited")
+                                        for i in range(1, n + 1)])
+    for i, trace in enumerate(frames[start].data):
+        fig.add_trace(trace, row=i // n + 1, col=i % n + 1)
+        fig.update_xaxes(title_text="key", row=i // n + 1, col=i % n + 1)
+        fig.update_yaxes(title_text="query" if i % n == 0 else None, autorange="reversed", row=i // n + 1,
+                         col=i % n + 1)
+    fig.frames = frames
+    menu = {"type": "dropdown", "active": start, "buttons": slider(labels, start)["steps"], "x": 0,
+            "xanchor": "left", "y": 1.06, "yanchor": "bottom", "direction": "down"}
+    fig.update_layout(title={"text": frames[start].layout.title.text, "font": {"size": 12}, "y": 0.98,
+                             "yanchor": "top"}, height=820, margin={"t": 170}, updatemenus=[menu],
+                      template="plotly_white")
+    return fig
+
+
 def ceiling_grid(cfg, tasks: list[int], classes: list[int], seqs: list[int], n: int) -> np.ndarray:
     """Bayes ceilings (`bayes.ceilings`, n Monte-Carlo sequences) of cfg with T, K and N varied:
     an array [N, regime, T, K] in the order of CEILING_LABELS, NaN where the setting is invalid."""
@@ -283,6 +333,113 @@ def ceiling_explorer(grid: np.ndarray, tasks: list[int], classes: list[int], seq
     steps = slider(seqs, start)
     steps["currentvalue"]["prefix"] = "context pairs N = "
     fig.update_layout(title={"text": f"{title}, N = {seqs[start]}", "font": {"size": 14}}, height=430,
+                      margin={"t": 80}, sliders=[steps], template="plotly_white")
+    return fig
+
+
+def log_thin(steps: np.ndarray, points: int) -> np.ndarray:
+    """Indices of the logged evaluations (step 0 left out) nearest to `points` log-spaced steps from the
+    first to the last: a long curve thinned for a web page that keeps its shape on a log step axis, every
+    point kept a logged value (unlike `probes.log_grid`, which averages), and every early evaluation kept
+    where they are sparser than the grid."""
+    pos = np.flatnonzero(np.asarray(steps) > 0)
+    if len(pos) <= points:
+        return pos
+    log = np.log(np.asarray(steps)[pos])
+    grid = np.linspace(log[0], log[-1], points)
+    right = np.clip(np.searchsorted(log, grid), 1, len(log) - 1)
+    nearest = np.where(grid - log[right - 1] < log[right] - grid, right - 1, right)
+    return pos[np.unique(nearest)]
+
+
+def sweep_explorer(runs: dict[str, list], columns: list[str], title: str, start: tuple[str, str] = ("classes", "acc"),
+                   points: int = 300) -> go.Figure:
+    """Chapter 10's sweeps, any logged column: one curve per run (runs: sweep name -> its runs, default runs
+    included) against log step, coloured by the swept setting (seeds share a colour; the first seed is drawn
+    thicker and named in the legend). One dropdown picks the sweep (shows its curves only), the other the
+    column (swaps every curve's values), so any pair is two clicks away without a curve stored per pair.
+    Curves are thinned with `log_thin` to keep the page light."""
+    def hover(run_label: str, column: str) -> str:
+        return f"{run_label}<br>step %{{x:,}}<br>{column} %{{y:.3f}}<extra></extra>"
+
+    traces, owner, who = [], [], []
+    values = {c: [] for c in columns}
+    for name, rs in runs.items():
+        fields = sweep(name).fields
+        rs = sorted(rs, key=lambda r: ([getattr(r.config, f) for f in fields], r.config.seed))
+        labels = list(dict.fromkeys(setting_label(r.config, fields) for r in rs))
+        colours = sample_colorscale("Viridis", [0.9 * i / max(len(labels) - 1, 1) for i in range(len(labels))])
+        named = set()
+        for r in rs:
+            label, keep = setting_label(r.config, fields), log_thin(r.steps, points)
+            first = label not in named
+            named.add(label)
+            owner.append(name)
+            who.append(f"{label}, seed {r.config.seed}")
+            for c in columns:
+                values[c].append(np.round(r.metrics[c][keep].astype(float), 4).tolist())
+            traces.append(go.Scatter(x=r.steps[keep].astype(np.int32), y=r.metrics[start[1]][keep].astype(np.float32),
+                                     mode="lines", name=label, legendgroup=f"{name}: {label}", showlegend=first,
+                                     visible=name == start[0], opacity=1 if first else 0.6,
+                                     line={"color": colours[labels.index(label)], "width": 1.6 if first else 0.9},
+                                     hovertemplate=hover(who[-1], start[1])))
+
+    def legend(name: str) -> str:
+        return f"{name} ({sweep(name).figure})"
+
+    fig = go.Figure(data=traces)
+    menu = {"direction": "down", "y": 1.02, "yanchor": "bottom", "xanchor": "left", "showactive": True}
+    by_sweep = {**menu, "x": 0.08, "active": list(runs).index(start[0]),
+                "buttons": [{"label": legend(name), "method": "update",
+                             "args": [{"visible": [o == name for o in owner]}, {"legend.title.text": legend(name)}]}
+                            for name in runs]}
+    by_column = {**menu, "x": 0.5, "active": columns.index(start[1]),
+                 "buttons": [{"label": c, "method": "update", "args": [{"y": values[c], "hovertemplate": [
+                     hover(w, c) for w in who]}, {"yaxis.title.text": c}]} for c in columns]}
+    notes = [{"text": text, "xref": "paper", "yref": "paper", "x": x, "y": 1.06, "xanchor": "right",
+              "yanchor": "bottom", "showarrow": False} for text, x in (("sweep", 0.07), ("column", 0.49))]
+    most = max(len(t.x) for t in traces)
+    fig.update_xaxes(title_text="training step", type="log")
+    fig.update_yaxes(title_text=start[1])
+    subtitle = f"one curve per run, thinned to at most {most} logged evaluations at log-spaced steps"
+    fig.update_layout(title={"text": title, "font": {"size": 14}, "subtitle": {"text": subtitle}},
+                      updatemenus=[by_sweep, by_column], annotations=notes,
+                      legend={"title": {"text": legend(start[0])}}, height=520, margin={"t": 150},
+                      template="plotly_white")
+    return fig
+
+
+def room_explorer(grid: np.ndarray, tasks: list[int], classes: list[int], seqs: list[int], title: str) -> go.Figure:
+    """Chapter 12's room for Phase 2 (`analysis.phasemap.phase2_gap` of each setting's ceilings in a
+    `ceiling_grid`) over tasks T (rows) and classes K (columns), with a slider over the context length N and
+    each value written in its cell. The scale breaks at MIN_GAP, red below (the ceilings leave Phase 2 no
+    plateau of its own), green from it up; settings that are not valid stay blank."""
+    room = np.apply_along_axis(lambda c: phase2_gap(dict(zip(CEILING_LABELS, c))), 1, grid)  # [N, T, K]
+    top = max(2 * MIN_GAP, float(np.nanmax(room)))
+    cut = MIN_GAP / top
+    scale = [[0, "#b2182b"], [cut, "#f4a582"], [cut, "#d9f0d3"], [1, "#1b7837"]]
+    ticks = [0.0, MIN_GAP, *np.arange(0.1, top, 0.1).round(1)]
+    x, y = [str(k) for k in classes], [str(t) for t in tasks]
+
+    def cells(a: int) -> go.Heatmap:
+        r = room[a]
+        verdict = np.where(np.isnan(r), "not a valid setting", np.where(r >= MIN_GAP, "visible", "no room"))
+        return go.Heatmap(z=r.astype(np.float32), x=x, y=y, zmin=0, zmax=top, colorscale=scale,
+                          text=np.where(np.isnan(r), "", np.char.mod("%.3f", r)), texttemplate="%{text}",
+                          customdata=verdict, hovertemplate=f"T = %{{y}}, K = %{{x}}, N = {seqs[a]}<br>room for "
+                                                            "Phase 2 %{z:.3f}: %{customdata}<extra></extra>",
+                          colorbar={"title": {"text": "room for Phase 2"}, "tickvals": ticks, "ticktext": [
+                              f"{MIN_GAP} (threshold)" if t == MIN_GAP else f"{t:g}" for t in ticks]})
+
+    start = seqs.index(4) if 4 in seqs else 0
+    fig = go.Figure(data=[cells(start)])
+    fig.frames = [go.Frame(name=str(N), data=[cells(a)], traces=[0], layout={"title": {"text": f"{title}, N = {N}"}})
+                  for a, N in enumerate(seqs)]
+    steps = slider(seqs, start)
+    steps["currentvalue"]["prefix"] = "context pairs N = "
+    fig.update_xaxes(title_text="classes K", type="category")
+    fig.update_yaxes(title_text="tasks T", type="category")
+    fig.update_layout(title={"text": f"{title}, N = {seqs[start]}", "font": {"size": 14}}, height=520,
                       margin={"t": 80}, sliders=[steps], template="plotly_white")
     return fig
 
@@ -388,4 +545,102 @@ def architecture_explorer(configs: list[Config], probe, title: str) -> go.Figure
     steps["currentvalue"]["prefix"] = "network: "
     fig.update_layout(title={"text": frames[0].layout.title.text, "font": {"size": 14}}, height=520,
                       margin={"t": 80, "b": 120}, sliders=[steps], template="plotly_white")
+    return fig
+
+
+def map_slider(maps: dict[int | str, list[np.ndarray]], names: dict[int | str, list[str]], title: str,
+               prefix: str = "checkpoint: step ") -> go.Figure:
+    """Head 1's batch-mean attention map of every layer (one panel each), with one slider position per
+    entry of `maps` (a checkpoint's step, or a setting), drawn with that entry's token names (settings may
+    differ in context length). Every entry must have the same number of layers; it opens at the last."""
+    keys = list(maps)
+    n_layers = {len(m) for m in maps.values()}
+    if len(n_layers) != 1:
+        raise ValueError(f"maps must have one number of layers per figure, got {sorted(n_layers)}")
+    n = n_layers.pop()
+    cols = min(n, 3)  # at most three panels a row: wider figures shrink below legibility at page width
+    rows = -(-n // cols)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[f"layer {i + 1}, head 1" for i in range(n)],
+                        horizontal_spacing=0.3 / cols, vertical_spacing=0.3 / rows)
+    last = keys[-1]
+
+    def panels(key) -> list[go.Heatmap]:
+        return [heatmap(maps[key][i][0], names[key], showscale=i == n - 1) for i in range(n)]
+
+    for i, trace in enumerate(panels(last)):
+        row, col = divmod(i, cols)
+        fig.add_trace(trace, row=row + 1, col=col + 1)
+        fig.update_xaxes(title_text="key", row=row + 1, col=col + 1)
+        fig.update_yaxes(title_text="query" if col == 0 else None, autorange="reversed", row=row + 1, col=col + 1)
+
+    def label(k) -> str:
+        return f"{prefix}{k:,}" if isinstance(k, int) else f"{prefix}{k}"
+
+    fig.frames = [go.Frame(name=str(k), traces=list(range(n)), data=panels(k),
+                           layout={"title": {"text": f"{title}, {label(k)}"}}) for k in keys]
+    control = slider(keys, len(keys) - 1)
+    control["currentvalue"]["prefix"] = prefix
+    fig.update_layout(title={"text": f"{title}, {label(last)}", "font": {"size": 14}}, height=120 + 330 * rows,
+                      margin={"t": 80}, sliders=[control], template="plotly_white")
+    return fig
+
+
+def log_bin_max(t: np.ndarray, d: np.ndarray, per_decade: int = 60) -> tuple[np.ndarray, np.ndarray]:
+    """A spiky curve thinned for the page: the largest value in each log-spaced bin of t > 0 (per_decade bins a
+    decade), at the bin's first t. The maximum, not the mean, so that every crossing of a threshold survives."""
+    keep = t > 0
+    t, d = t[keep], d[keep]
+    bins = np.floor(np.log10(t) * per_decade).astype(np.int64)
+    starts = np.flatnonzero(np.r_[True, np.diff(bins) != 0])
+    return t[starts], np.maximum.reduceat(d, starts)
+
+
+def rule_explorer(runs, dts: list[int], thresholds: list[float], title: str) -> go.Figure:
+    """Chapter 3's paper rule and its two knobs. Top: ΔAcc of every run (`probes.delta_acc`, thinned by
+    `log_bin_max`) with a slider over Δt, each threshold a horizontal line. Below, one panel per run: how
+    many transitions the rule (`probes.paper_boundaries`) finds at every (Δt, threshold), so the whole knob
+    space reads at once without a kernel (three transitions = the paper's three learned phases)."""
+    n = len(runs)
+    counts = np.array([[[len(paper_boundaries(r.steps, r.metrics["acc"], dt, th)) for dt in dts] for th in thresholds]
+                       for r in runs], dtype=np.int16)
+    fig = make_subplots(rows=2, cols=n, specs=[[{"colspan": n}] + [None] * (n - 1), [{}] * n],
+                        row_heights=[0.55, 0.45], vertical_spacing=0.2, horizontal_spacing=0.08,
+                        subplot_titles=["ΔAcc(t) = Acc(t + Δt) − Acc(t)"]
+                        + [f"seed {r.config.seed}: transitions found" for r in runs])
+
+    def curves(dt: int) -> list[go.Scatter]:
+        out = []
+        for r, colour in zip(runs, METRIC_COLOURS):
+            t, d = log_bin_max(*delta_acc(r.steps, r.metrics["acc"], dt))
+            seed = r.config.seed
+            out.append(go.Scatter(x=t.astype(np.int32), y=d.astype(np.float32), mode="lines", name=f"seed {seed}",
+                                  line={"color": colour, "width": 1},
+                                  hovertemplate=f"seed {seed}<br>step %{{x:,}}<br>ΔAcc %{{y:.3f}}<extra></extra>"))
+        return out
+
+    start = dts.index(100) if 100 in dts else 0
+    for trace in curves(dts[start]):
+        fig.add_trace(trace, row=1, col=1)
+    left, right = int(min(r.steps[1] for r in runs)), int(max(r.steps[-1] for r in runs))
+    for th in thresholds:
+        fig.add_trace(go.Scatter(x=[left, right], y=[th, th], mode="lines", name=f"threshold {th:g}",
+                                 line={"color": "red" if th == 0.025 else "grey", "width": 1,
+                                       "dash": "solid" if th == 0.025 else "dot"}, hoverinfo="name"), row=1, col=1)
+    for i in range(n):
+        fig.add_trace(go.Heatmap(z=counts[i], x=[f"{dt:,}" for dt in dts], y=[f"{th:g}" for th in thresholds],
+                                 zmin=0, zmax=int(counts.max()), colorscale="Cividis", showscale=i == n - 1,
+                                 texttemplate="%{z}", colorbar={"title": {"text": "transitions"}, "len": 0.4, "y": 0.2},
+                                 hovertemplate="Δt %{x}, threshold %{y}: %{z} transitions<extra></extra>"),
+                      row=2, col=i + 1)
+        fig.update_xaxes(title_text="Δt (steps)", type="category", row=2, col=i + 1)
+        fig.update_yaxes(title_text="threshold" if i == 0 else None, type="category", row=2, col=i + 1)
+    fig.update_xaxes(title_text="training step", type="log", row=1, col=1)
+    fig.update_yaxes(title_text="ΔAcc", row=1, col=1)
+    fig.frames = [go.Frame(name=str(dt), traces=list(range(n)), data=curves(dt),
+                           layout={"title": {"text": f"{title}, Δt = {dt:,}"}}) for dt in dts]
+    control = slider(dts, start)
+    control["currentvalue"]["prefix"] = "Δt = "
+    fig.update_layout(title={"text": f"{title}, Δt = {dts[start]:,}", "font": {"size": 14}}, height=760,
+                      margin={"t": 80}, sliders=[control], template="plotly_white",
+                      legend={"x": 1.02, "y": 1, "yanchor": "top", "font": {"size": 10}})
     return fig
