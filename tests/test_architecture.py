@@ -7,8 +7,8 @@ import numpy as np
 from icl_meta import Config
 from icl_meta.analysis.heads import layer_metrics_at_end, uniform_metrics
 from icl_meta.analysis.phasemap import summarise
-from icl_meta.book.architecture_claims import (block_checks, fcc_location_check, head_checks, phased,
-                                              readout_checks)
+from icl_meta.book.architecture_claims import (block_checks, fcc_location_check, head_checks, layer_metrics_table,
+                                              phased, readout_checks)
 from icl_meta.probes import metric_column
 from icl_meta.runs import Run
 from icl_meta.sweeps import WINDOW
@@ -126,3 +126,11 @@ def test_summary_plateaus_use_the_plateau_rule_and_the_ceilings_names():
     named = s.plateaus
     assert [p.index for p in named] == [1, 2]
     assert [round(p.level, 2) for p in named] == [0.36, 0.80]
+
+
+def test_layer_metrics_table_has_a_row_per_run_and_layer():
+    heads = {"L1H1_chunk_example": (0.26, 0.9, 30_000), "L2H1_label_attention": (0.44, 0.95, 30_000)}
+    s = synthetic(Config(n_layers=3), [0.03, 0.36, 1.0], [(1000, 2000), (20_000, 30_000)], heads)
+    lines = layer_metrics_table([s]).splitlines()
+    assert lines[0] == "| layers | seed | layer | Bigram | Label Attention | Chunk Example |"
+    assert len(lines) == 2 + 3 and lines[2].startswith("| 3 | 0 | 1 | ") and lines[2].endswith(" | 0.90 |")

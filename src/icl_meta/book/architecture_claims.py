@@ -13,7 +13,9 @@ from __future__ import annotations
 from ..analysis.heads import head_patterns, head_roles, layer_metrics_at_end, role_switches, steepest_head_change
 from ..analysis.phasemap import MIN_GAP, Summary, max_jump
 from ..analysis.readings import layer_patterns, phase_steps
+from ..probes import METRICS
 from .paper import PAPER_CIRCUITS, PAPER_PHASED
+from .plots import METRIC_LABELS
 from .report import Check, over_seeds, seeds_text
 
 # The sweeps each architecture chapter reads (13: heads; 14: depth, the standard block, the all-label loss).
@@ -134,6 +136,18 @@ def fcc_location_check(s: Summary) -> Check:
                  f"{s.final_acc:.2f})", seeds_text(seed=s.run.config.seed), ok,
                  {True: "", False: "the two patterns peak in other layers",
                   None: "the run was still below the top at the end of the window"}[ok])
+
+
+def layer_metrics_table(summaries: list[Summary]) -> str:
+    """Markdown: each layer's three metrics (its largest value over heads, `layer_metrics_at_end`) at the end
+    of every run's window, one row per run and layer: where the FCC pattern sits in deeper models (Fig. 23)."""
+    rows = ["| layers | seed | layer | " + " | ".join(METRIC_LABELS[m] for m in METRICS) + " |",
+            "|---|---|---|" + "---|" * len(METRICS)]
+    for s in summaries:
+        for li, m in enumerate(layer_metrics_at_end(s.run)):
+            rows.append(f"| {s.run.config.n_layers} | {s.run.config.seed} | {li + 1} | "
+                        + " | ".join(f"{v:.2f}" for v in m) + " |")
+    return "\n".join(rows)
 
 
 def depth_checks(summaries: list[Summary]) -> list[Check]:
