@@ -136,3 +136,20 @@ def test_every_interactive_figure_draws_offline(built):
             page.close()
             assert not errors, f"{path.name}: {errors}"
         browser.close()
+
+
+def test_math_renders_offline(built):
+    """The Methods page's formulas are typeset by the site's own MathJax (sphinx-mathjax-offline), with the
+    network cut off: no request leaves the site and the page holds typeset math."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    outside = []
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
+        page = browser.new_page()
+        page.route("**/*", lambda route: route.continue_() if route.request.url.startswith("file://")
+                   else (outside.append(route.request.url), route.abort()))
+        page.goto((built / "book" / "methods.html").as_uri())
+        page.wait_for_selector("mjx-container", timeout=30_000)
+        typeset = page.locator("mjx-container").count()
+        browser.close()
+    assert typeset > 10 and not outside, (typeset, outside)
