@@ -27,6 +27,7 @@ BAD = [
     ({"query_rule": "sometimes"}, "query_rule"),
     ({"block": "mamba"}, "block"),
     ({"readout": "everything"}, "readout"),
+    ({"classifier_init": "xavier"}, "classifier_init"),
     ({"label_table": "cyclic"}, "label_table"),
     ({"num_labels": 1}, "num_labels"),
     ({"num_tasks": 0}, "num_tasks"),

@@ -164,6 +164,19 @@ def test_default_parameter_count_and_init_scale():
     assert all(b.attn.w_o is None for b in model.blocks)
 
 
+def test_torch_linear_classifier_init():
+    """classifier_init="torch_linear": classifier weights and biases U(±1/sqrt(fan_in)) as nn.Linear draws them,
+    the attention layers and label embeddings exactly as under the default."""
+    normal, torch_linear = Model(Config()), Model(Config(classifier_init="torch_linear"))
+    for name, fan_in in (("w1", 128), ("b1", 128), ("w2", 128), ("b2", 128)):
+        p = getattr(torch_linear, name).detach()
+        assert p.abs().max() <= fan_in**-0.5 and p.abs().max() > 0.9 * fan_in**-0.5
+        assert p.std().item() == pytest.approx((3 * fan_in) ** -0.5, rel=0.2)
+    assert not normal.b1.any() and not normal.b2.any()
+    for name in ("label_emb", "blocks.0.attn.w_qkv", "blocks.1.attn.w_qkv"):
+        assert torch.equal(normal.state_dict()[name], torch_linear.state_dict()[name])
+
+
 def test_loss_and_correct_at_query(gen):
     """loss_and_correct: cross-entropy of the query logits and argmax == target."""
     cfg = Config()

@@ -26,6 +26,7 @@ QUERY_RULES = ("absent", "uniform")
 LABEL_TABLES = ("random", "scc_theory")
 BLOCKS = ("attention", "standard")
 READOUTS = ("query", "all_labels")
+CLASSIFIER_INITS = ("normal", "torch_linear")
 MAX_LAYERS = 6
 SEED_LIMIT = 2**64  # seeds feed torch.Generator.manual_seed, which takes at most 64 bits
 
@@ -79,6 +80,7 @@ class Config:
     block: str = "attention"  # "attention": attention-only; "standard": pre-LN attention + MLP blocks
     readout: str = "query"  # "query": loss at the query; "all_labels": loss at every item (App. M)
     mlp_hidden: int = 128  # width of the classifier's hidden layer
+    classifier_init: str = "normal"  # "normal": N(0, 1/fan_in), zero biases; "torch_linear": authors' code
     # training (Methods §Training)
     lr: float = 0.01  # SGD learning rate (no momentum, no decay)
     batch_size: int = 128  # fresh sequences per step
@@ -217,6 +219,7 @@ def _check(c: Config) -> None:
         _require(m in MASK_NAMES, "masks", f"names from {MASK_NAMES}", m)
     _require(c.block in BLOCKS, "block", f"one of {BLOCKS}", c.block)
     _require(c.readout in READOUTS, "readout", f"one of {READOUTS}", c.readout)
+    _require(c.classifier_init in CLASSIFIER_INITS, "classifier_init", f"one of {CLASSIFIER_INITS}", c.classifier_init)
     _require(c.lr > 0, "lr", "> 0", c.lr)
     _require(0 <= c.seed < SEED_LIMIT, "seed", "in [0, 2**64)", c.seed)
     for name in ("instance_seed", "init_seed", "data_seed", "eval_seed"):

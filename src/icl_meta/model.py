@@ -52,6 +52,19 @@ def _normal(shape: tuple[int, ...], std: float, g: torch.Generator) -> nn.Parame
     return nn.Parameter(torch.randn(shape, generator=g) * std)
 
 
+def _linear(fan_in: int, fan_out: int, init: str, g: torch.Generator) -> tuple[nn.Parameter, nn.Parameter]:
+    """Weight [fan_in, fan_out] and bias of one classifier layer.
+
+    "normal": weight N(0, 1/fan_in), bias zero (our default); "torch_linear": what `nn.Linear` draws by
+    default and the authors' code used, weight and bias both U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+    """
+    if init == "normal":
+        return _normal((fan_in, fan_out), fan_in**-0.5, g), nn.Parameter(torch.zeros(fan_out))
+    bound = fan_in**-0.5
+    weight = (torch.rand(fan_in, fan_out, generator=g) * 2 - 1) * bound
+    return nn.Parameter(weight), nn.Parameter((torch.rand(fan_out, generator=g) * 2 - 1) * bound)
+
+
 class Attention(nn.Module):
     """Multi-head causal self-attention with fused W_Q, W_K, W_V initialised N(0, 1/d_model)."""
 
@@ -139,8 +152,8 @@ class Model(nn.Module):
         self.label_emb = _normal((L, d), d**-0.5, g)
         self.blocks = nn.ModuleList(Block(cfg, g) for _ in range(cfg.n_layers))
         self.ln_f = nn.LayerNorm(d) if cfg.block == "standard" else None
-        self.w1, self.b1 = _normal((d, hid), d**-0.5, g), nn.Parameter(torch.zeros(hid))
-        self.w2, self.b2 = _normal((hid, L), hid**-0.5, g), nn.Parameter(torch.zeros(L))
+        self.w1, self.b1 = _linear(d, hid, cfg.classifier_init, g)
+        self.w2, self.b2 = _linear(hid, L, cfg.classifier_init, g)
         allowed = torch.stack([mask_matrix(m, cfg.num_seq) for m in cfg.layer_masks()])
         self.register_buffer("bias", torch.zeros(allowed.shape).masked_fill(~allowed, float("-inf")), persistent=False)
         self.register_buffer("rows", readout_positions(cfg), persistent=False)
