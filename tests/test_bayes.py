@@ -4,9 +4,10 @@ import itertools
 from collections import defaultdict
 
 import pytest
+import torch
 
 from icl_meta import Config, ceilings, make_instance, scc_theory_accuracy
-from icl_meta.bayes import scc_elimination_accuracy
+from icl_meta.bayes import _log_comb, scc_elimination_accuracy
 from icl_meta.task import zipf
 
 
@@ -94,3 +95,14 @@ def test_scc_elimination_strategy_matches_the_formula(k):
     """Simulating App. D's strategy (rule out tasks whose query label is in the context) gives p + (1-p)/2."""
     cfg = Config(num_tasks=2, label_table="scc_theory", num_classes=k, num_labels=k)
     assert scc_elimination_accuracy(cfg, n=40000) == pytest.approx(scc_theory_accuracy(k), abs=0.01)
+
+
+def test_log_comb_table_matches_lgamma():
+    """The table lookup gives exactly lgamma's log C(c, m), and -inf where m > c or m < 0."""
+    g = torch.Generator().manual_seed(0)
+    c, m = torch.randint(0, 40, (500, 3), generator=g), torch.randint(-1, 12, (500, 3), generator=g)
+    cd, md = c.double(), m.double()
+    direct = torch.lgamma(cd + 1) - torch.lgamma(md + 1) - torch.lgamma((cd - md).clamp(min=0) + 1)
+    direct = direct.masked_fill((m > c) | (m < 0), float("-inf"))
+    assert torch.equal(_log_comb(c, m), direct)
+    assert _log_comb(torch.tensor([5]), torch.tensor([2])).exp().item() == pytest.approx(10)

@@ -24,10 +24,16 @@ CEILINGS = ("query_only", "label_multiset", "full_pairs")
 
 
 def _log_comb(c: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-    """log C(c, m) elementwise, -inf where m > c."""
-    c, m = c.double(), m.double()
-    out = torch.lgamma(c + 1) - torch.lgamma(m + 1) - torch.lgamma((c - m).clamp(min=0) + 1)
-    return out.masked_fill(m > c, float("-inf"))
+    """log C(c, m) elementwise for integer tensors, -inf where m > c or m < 0.
+
+    The counts are small integers (c <= K, m <= N), so the values are read from a table over the grid of
+    counts that occur: lgamma over the [n, T, L] arrays themselves was most of a ceiling's time.
+    """
+    grid_c = torch.arange(int(c.max()) + 1, dtype=torch.float64)[:, None]
+    grid_m = torch.arange(max(int(m.max()), 0) + 1, dtype=torch.float64)[None]
+    table = torch.lgamma(grid_c + 1) - torch.lgamma(grid_m + 1) - torch.lgamma((grid_c - grid_m).clamp(min=0) + 1)
+    out = table.masked_fill(grid_m > grid_c, float("-inf"))[c.clamp(min=0), m.clamp(min=0)]
+    return out.masked_fill((m < 0) | (c < 0), float("-inf"))
 
 
 def _log(x: float) -> float:

@@ -14,6 +14,8 @@ from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from .progress import progress_bar
+
 EXECUTORS = ("local", "slurm", "dask")
 
 
@@ -76,17 +78,18 @@ def run_jobs(jobs: list[Job], executor, progress: bool = False) -> list[str]:
 
     A run that fails (diverged, a damaged file, a lost worker) does not stop the others: its line says
     "failed", and once every run has ended RunsFailed names the failed ones."""
-    from tqdm import tqdm
-
     futures = [executor.submit(train_job, job) for job in jobs]
     lines, failed = [], []
-    for job, future in tqdm(zip(jobs, futures), total=len(jobs), disable=not progress, desc="runs"):
+    bar = progress_bar(len(jobs), enabled=progress, desc="runs")
+    for job, future in zip(jobs, futures):
         try:
             lines.append(future.result())
         except Exception as e:  # reported below, after the other runs
             failed.append(job.out)
             lines.append(f"{job.out}: failed, {type(e).__name__}: {e}")
         print(lines[-1], flush=True)
+        bar.update()
+    bar.close()
     if failed:
         raise RunsFailed(f"{len(failed)} of {len(jobs)} runs failed: {', '.join(failed)}")
     return lines

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from .config import Config
 from .model import Model, loss_and_correct
 from .probes import attention_maps, metric_columns
+from .progress import progress_bar
 from .runs import (Run, atomic_save_tensors, atomic_write_text, checkpoint_path, git_commit, load_run, locked,
                    provenance, read_json, read_tensors, recorded_command, remove_temporaries, save_metrics)
 from .task import Batch, eval_sets, generator, make_instance, sample
@@ -177,7 +177,7 @@ def train(cfg: Config, out: str | os.PathLike | None = None, progress: bool | No
     An existing run of the same config resumes from its last state (a finished one returns at once);
     one that differs only in RESUMABLE_CHANGES (e.g. more steps) continues from its last state too.
     out=None trains into a temporary directory, removed once the returned Run is garbage-collected.
-    progress: a tqdm bar; default on unless the CI environment variable is set.
+    progress: a progress bar (one updating line in a notebook); default on unless the CI environment variable is set.
     threads: torch threads while training (default 1, as the CLI). The rounding, hence the bits, depend on it:
     provenance.json records it (torch_threads, and resume_threads for every resumption).
     compile: train and evaluate through the compiled forward (see runnable): the same run to float rounding,
@@ -275,7 +275,7 @@ def _train(cfg: Config, out: Path, progress: bool | None, command: str | None, t
     window_loss = torch.zeros((), device=cfg.device)
     window_correct = torch.zeros((), device=cfg.device)
     window_n = 0
-    bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc="train", unit="step", mininterval=1.0)
+    bar = progress_bar(cfg.steps, step, progress, desc="train", unit="step", mininterval=1.0)
     while step < cfg.steps:
         batch = sample(inst, cfg, cfg.batch_size, data)
         loss, correct = loss_and_correct(fast, batch)
