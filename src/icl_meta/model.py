@@ -6,9 +6,15 @@ residual h <- h + attn(h). Every forward can return the attention weights of eve
 
 Training only needs the last layer's output at the readout positions, so by default the last layer
 computes queries (and its MLP) for those rows alone; `full=True` computes every row, for the probes.
+
+An attention layer may carry a `Patch` (activation patching, `icl_meta.analysis.patching`): unset by default,
+and only a layer that has one takes the slower explicit path.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -65,6 +71,30 @@ def _linear(fan_in: int, fan_out: int, init: str, g: torch.Generator) -> tuple[n
     return nn.Parameter(weight), nn.Parameter((torch.rand(fan_out, generator=g) * 2 - 1) * bound)
 
 
+PATCH_KINDS = ("pattern", "value")
+
+
+@dataclass(frozen=True)
+class Patch:
+    """An intervention on one attention layer: on the cells `edges` (bool [S, S], row attends to column) the
+    layer uses `source` of its own tensor instead of the tensor itself.
+
+    kind "pattern": the attention weights on the edges are replaced. kind "value": the weights stay, but what
+    row r reads from column s is replaced, out[r] = sum_s att[r, s] v'[r, s] with v'[r, s] = source(v)[s] on
+    the edges and v[s] elsewhere. `source` maps the batch's tensor [B, H, S, *] to its replacement (same shape
+    or broadcastable to it): the batch mean, another sequence's, ... It reads the tensors of the same forward,
+    which for a layer below every other patched one are those of the unpatched model.
+    """
+
+    edges: torch.Tensor
+    kind: str
+    source: Callable[[torch.Tensor], torch.Tensor]
+
+    def __post_init__(self):
+        if self.kind not in PATCH_KINDS:
+            raise ValueError(f"kind must be one of {PATCH_KINDS}, got {self.kind!r}")
+
+
 class Attention(nn.Module):
     """Multi-head causal self-attention with fused W_Q, W_K, W_V initialised N(0, 1/d_model)."""
 
@@ -73,6 +103,7 @@ class Attention(nn.Module):
         self.n_heads, self.scaled = n_heads, scaled
         self.w_qkv = _normal((d, 3 * d), d**-0.5, g)
         self.w_o = _normal((d, d), d**-0.5, g) if w_o else None
+        self.patch: Patch | None = None  # set on a copy by analysis.patching; never saved
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor, rows: torch.Tensor | None, need_weights: bool,
                 proj: torch.Tensor | None = None,
@@ -80,6 +111,8 @@ class Attention(nn.Module):
         """x [B, S, d], bias [S, S] additive mask; rows: the query positions to compute (None: all);
         proj: x @ w_qkv when the caller has it cheaper (the first layer, see Model.embed_proj);
         gate: [S, S] factors applied to the weights after the softmax (circuit surgery), None for none.
+        A set self.patch is applied after the gate; it needs every position's values, so the layer then
+        computes all rows and keeps the requested ones.
 
         Returns the output [B, R, d] and, if need_weights, the attention weights [B, H, R, S].
         """
@@ -87,7 +120,8 @@ class Attention(nn.Module):
         H = self.n_heads
         dh = d // H
         scale = dh**-0.5 if self.scaled else 1.0
-        if rows is not None:
+        patch = self.patch
+        if rows is not None and patch is None:
             # Few query rows: score through W_Q W_K^T and average x before W_V, so keys and values
             # are never projected for every position. Same function, far fewer FLOPs. Scores and the
             # average over x are batched matmuls (einsum): as broadcast products and sums they made a
@@ -103,15 +137,22 @@ class Attention(nn.Module):
         else:
             qkv = x @ self.w_qkv if proj is None else proj
             q, k, v = (t.view(Bn, S, H, dh).transpose(1, 2) for t in qkv.split(d, -1))
-            if need_weights or gate is not None:
+            if need_weights or gate is not None or patch is not None:
                 att = torch.softmax(q @ k.transpose(-1, -2) * scale + bias, dim=-1)
                 if gate is not None:
                     att = att * gate
-                out = att @ v
+                if patch is not None and patch.kind == "pattern":
+                    att = torch.where(patch.edges, patch.source(att), att)
+                if patch is not None and patch.kind == "value":  # the edges read the source's values
+                    out = (att * ~patch.edges) @ v + (att * patch.edges) @ patch.source(v)
+                else:
+                    out = att @ v
+                if rows is not None:
+                    att, out = att[:, :, rows], out[:, :, rows]
             else:  # the fused kernel: about twice as fast, weights not materialised
                 att = None
                 out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
-            out = out.transpose(1, 2).reshape(Bn, S, d)
+            out = out.transpose(1, 2).reshape(Bn, out.shape[2], d)
         if self.w_o is not None:
             out = out @ self.w_o
         return out, (att if need_weights else None)

@@ -24,16 +24,21 @@ METRICS = ("bigram", "label_attention", "chunk_example")
 
 
 @torch.no_grad()
+def attention_weights(model: Model, batch: Batch) -> list[torch.Tensor]:
+    """Attention of every layer per sequence: a list of [B, H, S, S] tensors (for task_metrics, chunk_pairs)."""
+    return model(batch, full=True, return_attn=True)[1]
+
+
 def attention_maps(model: Model, batch: Batch) -> list[torch.Tensor]:
     """Batch-mean attention of every layer: a list of [H, S, S] tensors."""
-    _, attns = model(batch, full=True, return_attn=True)
-    return [a.mean(0) for a in attns]
+    return [a.mean(0) for a in attention_weights(model, batch)]
 
 
 def circuit_metrics(p: torch.Tensor) -> dict[str, torch.Tensor]:
     """Bigram, Label Attention and Chunk Example of attention maps p [..., S, S] (S = 2N+1).
 
-    Returns a dict of tensors with p's leading shape (e.g. [H] for one layer's heads).
+    Returns a dict of tensors with p's leading shape (e.g. [H] for one layer's heads, [B, H] for one layer's
+    per-sequence weights).
     """
     S = p.shape[-1]
     N, q = (S - 1) // 2, S - 1
@@ -43,6 +48,43 @@ def circuit_metrics(p: torch.Tensor) -> dict[str, torch.Tensor]:
         "label_attention": p[..., q, labels].sum(-1),
         "chunk_example": p[..., labels, labels - 1].sum(-1) / N,
     }
+
+
+def task_means(x: torch.Tensor, task: torch.Tensor, num_tasks: int) -> torch.Tensor:
+    """Mean of x [B, ...] over the sequences of each task (task [B], as Batch.task): [num_tasks, ...], NaN
+    for a task the batch never drew."""
+    sums = x.new_zeros((num_tasks, *x.shape[1:])).index_add_(0, task, x)
+    counts = torch.bincount(task, minlength=num_tasks).to(x.dtype)
+    return sums / counts.view(-1, *(1,) * (x.dim() - 1))
+
+
+def task_metrics(p: torch.Tensor, task: torch.Tensor, num_tasks: int) -> dict[str, torch.Tensor]:
+    """circuit_metrics of each task's mean attention: p [B, ..., S, S] holds one map per sequence (a layer's
+    weights from `model(batch, full=True, return_attn=True)`), task [B]. Returns tensors [num_tasks, ...],
+    NaN for a task the batch never drew. The metrics are linear in p, so these are also each task's mean of
+    the per-sequence metrics, and their average weighted by the tasks' counts is the batch's metric: a
+    circuit that only some tasks use shows here and is diluted there."""
+    return {name: task_means(v, task, num_tasks) for name, v in circuit_metrics(p).items()}
+
+
+def chunk_pairs(p: torch.Tensor) -> torch.Tensor:
+    """Chunk Example per pair: p[label_k, item_k] for k = 0..N-1, a tensor [..., N] of maps p [..., S, S].
+    Its mean over k is the chunk_example metric; per k it shows whether early and late pairs chunk alike."""
+    labels = torch.arange(1, p.shape[-1] - 1, 2)
+    return p[..., labels, labels - 1]
+
+
+def own_item_top(p: torch.Tensor) -> torch.Tensor:
+    """Bool [..., N] of maps p [..., S, S]: label k weights its own item strictly above every other token it
+    sees (the earlier tokens and itself), i.e. the label's row has its argmax at its item.
+
+    Per sequence (p [B, H, S, S]), `own_item_top(p).float().mean(0)` is the fraction of sequences in which
+    each pair chunks: a mean chunk_example of 0.5 may be every label half on its item, or half the labels
+    fully on it, and this tells the two apart."""
+    S = p.shape[-1]
+    labels, cols = torch.arange(1, S - 1, 2, device=p.device), torch.arange(S, device=p.device)
+    others = (cols <= labels[:, None]) & (cols != labels[:, None] - 1)  # [N, S]: causal, not the own item
+    return ((p[..., labels, :] < chunk_pairs(p)[..., None]) | ~others).all(-1)
 
 
 def metric_column(layer: int, head: int, metric: str) -> str:
