@@ -73,16 +73,37 @@ def edited(model: Model, edits: list[Edit] | tuple[Edit, ...], renormalise: bool
     attention row nothing to attend to.
     """
     cfg = model.cfg
-    own = torch.isfinite(model.bias).cpu()  # [layers, S, S], the model's own masks
-    allowed = torch.ones_like(own)
+    allowed = torch.ones_like(model.bias, dtype=torch.bool, device="cpu")
     for e in edits:
         if not 1 <= e.layer <= cfg.n_layers:
             raise ValueError(f"layer must be in 1..{cfg.n_layers}, got {e.layer}")
         allowed[e.layer - 1] &= allowed_after(e, cfg.num_seq)
+    return _restricted(model, allowed, renormalise, f"edits {[str(e) for e in edits]}")
+
+
+def cut(model: Model, layer: int, cells: torch.Tensor) -> Model:
+    """A copy of model whose layer `layer` (1-based) may not attend along `cells` (bool [S, S], row attends to
+    column, 0-based positions); each row's weight is shared out again over the cells left, as a training mask
+    does. The finer tool behind `edited`: any set of edges, e.g. one label's edge to its own item.
+    Raises ValueError, before copying anything, for a layer out of range, a bad shape or an emptied row."""
+    S = model.cfg.seq_len
+    if not 1 <= layer <= model.cfg.n_layers:
+        raise ValueError(f"layer must be in 1..{model.cfg.n_layers}, got {layer}")
+    if cells.dtype != torch.bool or cells.shape != (S, S):
+        raise ValueError(f"cells must be a boolean [{S}, {S}] matrix, got {cells.dtype} {tuple(cells.shape)}")
+    allowed = torch.ones_like(model.bias, dtype=torch.bool, device="cpu")
+    allowed[layer - 1] &= ~cells.cpu()
+    return _restricted(model, allowed, True, f"cutting {cells.sum().item()} cells of layer {layer}")
+
+
+def _restricted(model: Model, allowed: torch.Tensor, renormalise: bool, what: str) -> Model:
+    """The copy behind edited and cut: attention restricted to `allowed` [layers, S, S] on top of the model's
+    own masks, renormalised (masked before the softmax) or zeroed after it."""
+    own = torch.isfinite(model.bias).cpu()  # [layers, S, S], the model's own masks
     empty = [(i + 1, r) for i, r in (~(own & allowed).any(2)).nonzero().tolist()]
     if renormalise and empty:
-        raise ValueError(f"edits must leave every attention row something to attend to; {[str(e) for e in edits]} "
-                         f"with the model's masks {cfg.layer_masks()} empty (layer, 0-based row) {empty}")
+        raise ValueError(f"{what} must leave every attention row something to attend to; with the model's masks "
+                         f"{model.cfg.layer_masks()} these rows are empty (layer, 0-based row): {empty}")
     out = copy.deepcopy(model)
     if renormalise:
         out.bias = torch.zeros_like(model.bias).masked_fill(~(own & allowed).to(model.bias.device), float("-inf"))
