@@ -3,6 +3,7 @@ read chapter 4 as a reader would (Playwright driving the same Chromium): move it
 with no console error and no request leaving the site."""
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 import yaml
 
 from icl_meta.book.colab import COLAB_URL, repository_url
+from icl_meta.book.style import MAX_PNG_PX
 
 ROOT = Path(__file__).resolve().parents[1]
 # The first test builds the whole book (every chapter executed in fast mode), which took over 10 minutes
@@ -63,6 +65,23 @@ def test_chapter_page_renders_figures_without_errors(built, chapter):
         assert any("<img" in o for o in outputs), f"{chapter}: no figure in the executed outputs"
     assert 'class="output traceback' not in dom, f"{chapter}: a cell raised"
     assert 'class="output stderr' not in dom, f"{chapter}: a cell wrote to stderr"
+
+
+def test_every_figure_fits_the_content_column(built):
+    """Every PNG figure a page shows is at most style.MAX_PNG_PX wide (a figure of style.W_MAX inches at 100 dpi
+    and its crop margins): shown in the ~700 px content column of a 1280 px window, no text of it falls below
+    8 pt (icl_meta.book.style)."""
+    from PIL import Image
+
+    widths = {}
+    for chapter in chapters():
+        page = built / f"{chapter}.html"
+        for src in re.findall(r'<img[^>]*\ssrc="([^"]+\.png)"', page.read_text()):
+            with Image.open(page.parent / src) as im:
+                widths[f"{chapter}: {src}"] = im.size[0]
+    assert widths, "no PNG figure on any page"
+    wide = {k: w for k, w in widths.items() if w > MAX_PNG_PX}
+    assert not wide, f"wider than {MAX_PNG_PX} px: {wide}"
 
 
 def test_launch_buttons_follow_the_repository_url(built):

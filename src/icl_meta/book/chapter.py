@@ -86,6 +86,6 @@ def restricted_curve(layer1: str, layer2: str, steps: int, ceil: dict[str, float
     ax.set_xlabel("training step")
     ax.set_ylabel("accuracy (in-distribution)")
     ax.set_ylim(0, 1.02)
-    ax.legend(fontsize=7, loc="upper left")
+    ax.legend(loc="upper left")
     ax.set_title(f"Restricted training, masks ({layer1}, {layer2}): {steps:,} steps", fontsize=10)
     return run

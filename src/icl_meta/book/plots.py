@@ -1,6 +1,16 @@
-"""Matplotlib figures shared by the chapters, so every chapter shades phases and labels axes the same way."""
+"""Matplotlib figures shared by the chapters, so every chapter shades phases and labels axes the same way.
+
+Importing this module applies the book's plotting style (`style.use()`: figures at most `style.W_MAX` = 7 in
+wide at 100 dpi, every font at least 8 pt; see `style`), so every chapter that draws with these helpers draws in
+it. Each phase has one colour in every chapter: `PHASE_COLOURS` shades its plateau, `PHASE_LINE_COLOURS` (the
+same hue, darker) draws a curve that stands for it (e.g. chapter 5's NCC/SCC/FCC-restricted models). Every heat
+map of values carries a colour bar; a map of categories (head roles, phase patterns) carries a legend instead.
+"""
 
 from __future__ import annotations
+
+import math
+import textwrap
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -8,8 +18,16 @@ import torch
 
 from ..analysis.readings import plateau_gaps, run_plateaus
 from ..probes import METRICS, Phase, metric_column
+from .style import W_MAX
+from .style import use as use_book_style
+
+use_book_style()
 
 PHASE_COLOURS = ("#f4d6a0", "#bcd9ea", "#c8e6c0", "#e3c9e8", "#eeeeee")
+# Phase k's curves (matplotlib's C1, C0, C2, C4): the hue of its shading PHASE_COLOURS[k - 1], dark enough for a line.
+PHASE_LINE_COLOURS = ("#ff7f0e", "#1f77b4", "#2ca02c", "#9467bd", "#7f7f7f")
+# The circuit each learned phase forms (paper Table 1), for curves named by circuit rather than by phase.
+CIRCUIT_COLOURS = {"NCC": PHASE_LINE_COLOURS[0], "SCC": PHASE_LINE_COLOURS[1], "FCC": PHASE_LINE_COLOURS[2]}
 TRANSITION_COLOUR = "#888888"
 METRIC_LABELS = {"bigram": "Bigram", "label_attention": "Label Attention", "chunk_example": "Chunk Example"}
 CEILING_LABELS = {"query_only": "Bayes: query only", "label_multiset": "Bayes: query + label multiset",
@@ -25,6 +43,28 @@ def shade_phases(ax: plt.Axes, phases: list[Phase], transitions: list[tuple[int,
                        lw=0, label=f"Phase {ph.index}" if label else None)
     for a, b in transitions:
         ax.axvspan(a, b, color=TRANSITION_COLOUR, alpha=0.25, lw=0)
+
+
+def wrap(text: str, width: int) -> str:
+    """`text` broken into lines of at most `width` characters (existing line breaks kept): a title that fits
+    its panel at the style's font size instead of running into the next one."""
+    return "\n".join(textwrap.fill(line, width) for line in text.split("\n"))
+
+
+def legend_below(fig: plt.Figure, handles=None, labels=None, ncol: int = 3, **kw) -> plt.Legend:
+    """One legend for the whole figure, centred under its panels, and the panels laid out (tight_layout) to
+    leave it room: the place for a legend too long to sit inside a panel at the style's 8-pt size. Call it
+    last, instead of fig.tight_layout(). Without handles, the labelled artists of every panel, each label once."""
+    if handles is None:
+        seen = {}
+        for ax in fig.axes:
+            for h, lab in zip(*ax.get_legend_handles_labels()):
+                seen.setdefault(lab, h)
+        handles, labels = list(seen.values()), list(seen)
+    leg = fig.legend(handles, labels, loc="lower center", ncol=ncol, frameon=False, bbox_to_anchor=(0.5, 0), **kw)
+    height = leg.get_window_extent(fig.canvas.get_renderer()).height / fig.bbox.height
+    fig.tight_layout(rect=(0, height, 1, 1))
+    return leg
 
 
 def draw_ceilings(ax: plt.Axes, ceilings: dict[str, float]) -> None:
@@ -47,48 +87,75 @@ def token_names(num_seq: int) -> list[str]:
     return [f"{k}{i + 1}" for i in range(num_seq) for k in ("x", "ℓ")] + ["x_q"]
 
 
+def token_ticks(ax: plt.Axes, names: list[str]) -> None:
+    """Every token named on both axes of a map, the key axis's names turned upright past 12 tokens (N > 5) so
+    that they keep the style's size instead of running into each other."""
+    ax.set_xticks(range(len(names)), names, rotation=90 if len(names) > 12 else 0)
+    ax.set_yticks(range(len(names)), names)
+
+
 def plot_allowed(ax: plt.Axes, allowed: torch.Tensor, title: str) -> None:
-    """A boolean [S, S] attention mask, white where a row (query) may attend to a column (key)."""
+    """A boolean [S, S] attention mask, white where a row (query) may attend to a column (key), with a
+    two-step colour bar as its key."""
     names = token_names((allowed.shape[0] - 1) // 2)
-    ax.imshow(allowed.numpy(), cmap="gray", vmin=0, vmax=1)
-    ax.set_xticks(range(len(names)), names, fontsize=6)
-    ax.set_yticks(range(len(names)), names, fontsize=6)
-    ax.set_title(title, fontsize=8)
-    ax.set_xlabel("key", fontsize=8)
-    ax.set_ylabel("query", fontsize=8)
+    im = ax.imshow(allowed.float().numpy(), cmap=plt.get_cmap("gray", 2), vmin=0, vmax=1)
+    bar = ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.03, ticks=[0.25, 0.75])
+    bar.ax.set_yticklabels(["blocked", "allowed"])
+    token_ticks(ax, names)
+    ax.set_title(wrap(title, 26))
+    ax.set_xlabel("key")
+    ax.set_ylabel("query")
 
 
-def draw_map(ax: plt.Axes, p: torch.Tensor, title: str, fontsize: int = 7) -> None:
-    """One [S, S] attention map with the paper's token names: rows attend (query), columns are attended (key)."""
+def draw_map(ax: plt.Axes, p: torch.Tensor, title: str, fontsize: float = 8) -> None:
+    """One [S, S] attention map with the paper's token names: rows attend (query), columns are attended (key).
+    Token names at `fontsize` (the style's 8 pt or more), labels and title a point larger; a long title wraps."""
     names = token_names((p.shape[-1] - 1) // 2)
     im = ax.imshow(p.numpy(), cmap="viridis", vmin=0, vmax=1)
     ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.03).set_label("attention weight", fontsize=fontsize + 1)
-    ax.set_xticks(range(len(names)), names, fontsize=fontsize)
-    ax.set_yticks(range(len(names)), names, fontsize=fontsize)
+    token_ticks(ax, names)
+    ax.tick_params(labelsize=fontsize)
     ax.set_xlabel("key", fontsize=fontsize + 1)
     ax.set_ylabel("query", fontsize=fontsize + 1)
-    ax.set_title(title, fontsize=fontsize + 2)
+    ax.set_title(wrap(title, 34), fontsize=fontsize + 1)
+
+
+def map_grid(n: int, ncols: int, size: float = 3.5) -> tuple[plt.Figure, np.ndarray]:
+    """A figure for n maps, `ncols` a row (fewer when n is smaller), each about `size` inches square, at most
+    W_MAX wide; the panels past n are hidden. Returns the figure and its first n axes."""
+    ncols = min(n, ncols)
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(min(W_MAX, size * ncols), size * 0.95 * nrows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return fig, axes.flat[:n]
 
 
 def plot_attention_maps(maps: list[torch.Tensor], num_seq: int, title: str = "", axes=None) -> plt.Figure:
-    """Heat maps of batch-mean attention, one per layer (head 1), with the paper's token names."""
-    if axes is None:
-        fig, axes = plt.subplots(1, len(maps), figsize=(3.6 * len(maps), 3.4))
+    """Heat maps of batch-mean attention, one per layer (head 1), with the paper's token names: on a new figure
+    (two maps a row) unless `axes` are given."""
+    new = axes is None
+    if new:
+        _, axes = map_grid(len(maps), 2)
     axes = np.atleast_1d(axes)
     for li, (ax, p) in enumerate(zip(axes, maps)):
         draw_map(ax, p[0], f"{title} layer {li + 1}".strip())
+    if new:
+        axes[0].figure.tight_layout()
     return axes[0].figure
 
 
 def plot_head_maps(maps: list[torch.Tensor], title: str = "") -> plt.Figure:
-    """Every head's batch-mean attention map: one row per layer, one column per head."""
+    """Every head's batch-mean attention map, layer by layer and head by head within a layer: up to three heads
+    a row (two when that splits the layer's heads evenly), so a layer with many heads wraps to more rows."""
     n_layers, n_heads = len(maps), maps[0].shape[0]
-    fig, axes = plt.subplots(n_layers, n_heads, figsize=(2.6 * n_heads + 0.6, 2.6 * n_layers), squeeze=False)
+    ncols = n_heads if n_heads <= 3 else (3 if n_heads % 3 == 0 else 2)
+    fig, axes = map_grid(n_layers * n_heads, ncols, size=3.5 if ncols <= 2 else W_MAX / 3)
     for li, p in enumerate(maps):
         for hi in range(n_heads):
-            draw_map(axes[li, hi], p[hi], f"layer {li + 1}, head {hi + 1}", fontsize=6)
+            draw_map(axes[li * n_heads + hi], p[hi], f"layer {li + 1}, head {hi + 1}")
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(title)
     fig.tight_layout()
     return fig
 
@@ -125,10 +192,10 @@ def plot_sequence(ax: plt.Axes, batch, i: int, title: str = "") -> None:
     ax.set_title(title or f"task {int(batch.task[i])}", fontsize=9, loc="left")
 
 
-def accuracy_panel(ax: plt.Axes, runs, ceilings: dict[str, float]) -> None:
+def accuracy_panel(ax: plt.Axes, runs, ceilings: dict[str, float], legend: bool = True) -> None:
     """Accuracy of several runs with the first run's plateaus shaded (plateau rule, as every phase-named
     reading; grey between them), the paper rule's boundaries as red ticks above the axes, and the Bayes
-    ceilings as reference lines."""
+    ceilings as reference lines. With legend=False the caller places the legend (e.g. `legend_below`)."""
     rep = runs[0].phases()
     found = run_plateaus(runs[0])
     shade_phases(ax, [p for p in found if not p.climbing], plateau_gaps(found))
@@ -137,12 +204,14 @@ def accuracy_panel(ax: plt.Axes, runs, ceilings: dict[str, float]) -> None:
     for a, _ in rep["paper"]["transitions"]:
         ax.plot([a, a], [1.02, 1.06], color="red", lw=1.5, clip_on=False)
     ax.set_ylim(0, 1.06)
-    ax.legend(fontsize=7, loc="upper left", ncol=2)
+    if legend:
+        ax.legend(loc="upper left", ncol=2)
 
 
 def plot_surgery(ax: plt.Axes, tables: dict[str, dict[str, dict[str, float]]], sets: tuple[str, ...]) -> None:
     """Heat map of surgery tables: one row per edit, one column per (checkpoint, evaluation set),
-    coloured by the change in accuracy against the unedited model and annotated with the accuracy."""
+    coloured by the change in accuracy against the unedited model and annotated with the accuracy. Each
+    checkpoint's name heads its group of columns, wrapped to the group's width."""
     names = list(next(iter(tables.values())))
     cols = [(ck, s) for ck in tables for s in sets]
     acc = np.array([[tables[ck][e][s] for ck, s in cols] for e in names])
@@ -151,14 +220,14 @@ def plot_surgery(ax: plt.Axes, tables: dict[str, dict[str, dict[str, float]]], s
     ax.figure.colorbar(im, ax=ax, fraction=0.03, pad=0.02).set_label("accuracy change vs unedited", fontsize=8)
     for i in range(len(names)):
         for j in range(len(cols)):
-            ax.text(j, i, f"{acc[i, j]:.2f}", ha="center", va="center", fontsize=6.5,
+            ax.text(j, i, f"{acc[i, j]:.2f}", ha="center", va="center", fontsize=8,
                     color="white" if abs(delta[i, j]) > 0.5 else "black")
-    ax.set_yticks(range(len(names)), names, fontsize=7)
-    ax.set_xticks(range(len(cols)), [s.replace("_", "-") for _, s in cols], fontsize=7, rotation=30, ha="right")
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xticks(range(len(cols)), [s.replace("_", "-") for _, s in cols], rotation=45, ha="right")
     for g, ck in enumerate(tables):
         if g:
             ax.axvline(g * len(sets) - 0.5, color="k", lw=1)
-        ax.text((g + 0.5) * len(sets) - 0.5, -0.7, ck, ha="center", va="bottom", fontsize=7.5)
+        ax.text((g + 0.5) * len(sets) - 0.5, -0.7, wrap(ck, 6 * len(sets)), ha="center", va="bottom", fontsize=8)
     ax.set_xlabel("evaluation set")
     ax.set_ylabel("edit")
 
@@ -218,8 +287,8 @@ def plot_phase_map(ax: plt.Axes, xs: list, ys: list, cells: list[list[list]], pr
     shown = {k: c for k, c in PATTERN_COLOURS.items() if k in used}
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in shown.values()]
     handles.append(plt.Rectangle((0, 0), 1, 1, fc="white", ec="#555555", hatch="//"))
-    ax.legend(handles, [*shown, "ceilings: no room for Phase 2"], fontsize=7, loc="upper left",
-              bbox_to_anchor=(1.01, 1), title="phases seen", title_fontsize=8)
+    ax.legend(handles, [*shown, "ceilings: no room\nfor Phase 2"], loc="upper left", bbox_to_anchor=(1.01, 1),
+              title="phases seen")
 
 
 # A head's role is drawn in the colour of the phase whose circuit uses it (analysis.heads.ROLES order).
@@ -240,12 +309,12 @@ def plot_head_roles(ax: plt.Axes, run, roles: np.ndarray, legend: bool = True) -
                   vmin=-0.5, vmax=len(names) - 0.5)
     ax.set_xscale("log")
     ax.set_yticks(np.arange(n_layers * n_heads) + 0.5,
-                  [f"L{li + 1} H{hi + 1}" for li in range(n_layers) for hi in range(n_heads)], fontsize=7)
+                  [f"L{li + 1} H{hi + 1}" for li in range(n_layers) for hi in range(n_heads)])
     ax.axhline(n_heads, color="k", lw=1)
     ax.invert_yaxis()
     ax.set_xlabel("training step")
     if not legend:
         return
     handles = [plt.Rectangle((0, 0), 1, 1, facecolor=c, edgecolor="#999999") for c in ROLE_COLOURS.values()]
-    ax.legend(handles, [f"{r}-like" if r != "other" else "other / mixed" for r in names], fontsize=7,
-              loc="upper left", bbox_to_anchor=(1.01, 1))
+    ax.legend(handles, [f"{r}-like" if r != "other" else "other / mixed" for r in names], loc="upper left",
+              bbox_to_anchor=(1.01, 1))
