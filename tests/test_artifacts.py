@@ -59,17 +59,19 @@ def test_shipped_run_first_steps_match_the_code(path, tmp_path):
 
 def test_dashboard_covers_every_chapter_and_experiment():
     """The intro's dashboard recomputes a check for every chapter that has one, from every shipped
-    experiment, with a verdict. 'Not comparable' is allowed only for the offline LLM row (always) and the
-    sweep chapters (10-14), whose 60k-step window or disagreeing phase rules can leave a claim open."""
+    experiment, with a verdict. 'Not comparable' is allowed only for the offline LLM row (always), the
+    sweep chapters (10-14), whose 60k-step window or disagreeing phase rules can leave a claim open, and
+    chapter 15's control rows while fewer than three seeds of a control are shipped."""
     rows = dashboard(n_mc=2_000)
     chapters = {where for where, _ in rows}
     assert chapters == set(CHAPTER_CLAIMS)
-    assert {p.parent.name for p in SHIPPED} == {"default", "masks", "scc_theory", "induction", "induction_k1024",
-                                                *SWEEP_NAMES}
+    assert {p.parent.name for p in SHIPPED} - {"controls"} == {"default", "masks", "scc_theory", "induction",
+                                                               "induction_k1024", *SWEEP_NAMES}
     open_ok = set(list(CHAPTER_CLAIMS)[7:12])  # chapters 10-14
     for where, c in rows:
         assert c.ours and c.paper
-        assert c.ok is not None or where == "9. LLM" or where in open_ok, c
+        training = where.startswith("15.") and "control" in c.what and "still training" in c.why
+        assert c.ok is not None or where == "9. LLM" or where in open_ok or training, c
         if where == "9. LLM":
             assert c.ok is None
     assert dashboard_table(rows).count("\n") == len(rows) + 1

@@ -1,12 +1,14 @@
-"""Circuit surgery: edits keep or remove exactly the cells of a pattern, in either mode, on a copy."""
+"""Circuit surgery: edits keep or remove exactly the cells of a pattern, in either mode, on a copy; cut removes
+any set of cells."""
 
 import pytest
 import torch
 
 from icl_meta import Config, Model, attention_maps, make_instance, mask_matrix, sample
 from icl_meta.config import CIRCUITS
-from icl_meta.analysis.surgery import (Edit, allowed_after, circuit_edits, edited, pattern_cells, standard_edits,
-                                       surgery_table, verdict_flags, verdicts)
+from icl_meta.analysis import surgery
+from icl_meta.analysis.surgery import (Edit, allowed_after, circuit_edits, cut, edited, pattern_cells,
+                                       standard_edits, surgery_table, verdict_flags, verdicts)
 from icl_meta.task import eval_sets
 
 N, S, Q = 4, 9, 8
@@ -121,3 +123,112 @@ def test_edited_fast_path_matches_full(model_and_batch, renormalise):
     m = edited(model, [Edit(1, "chunk_example", "remove"), Edit(2, "label_attention", "keep")], renormalise)
     with torch.no_grad():
         assert torch.allclose(m(batch), m(batch, full=True), atol=1e-5)
+
+
+# ---- cut: any set of cells ---------------------------------------------------------------------------------
+
+def weights(model, batch):
+    """Per-sequence attention of every layer, every row computed: a list of [B, H, S, S]."""
+    with torch.no_grad():
+        return model(batch, full=True, return_attn=True)[1]
+
+
+@pytest.mark.parametrize("layer, pattern", [(1, "chunk_example"), (2, "label_attention"), (2, "bigram")])
+def test_cut_equals_removing_the_pattern(model_and_batch, layer, pattern):
+    """Cutting a pattern's cells (e.g. every label_k -> item_k of layer 1) is the edit that removes the pattern:
+    the same logits, and a model that differs from the unedited one."""
+    model, batch = model_and_batch
+    with torch.no_grad():
+        got = cut(model, layer, pattern_cells(pattern, N))(batch, full=True)
+        want = edited(model, [Edit(layer, pattern, "remove")])(batch, full=True)
+        assert torch.allclose(got, want, atol=1e-6)
+        assert not torch.allclose(got, model(batch, full=True), atol=1e-4)
+
+
+def test_cut_zeroes_the_cells_and_renormalises_the_rows(model_and_batch):
+    """The copy's cut layer has weight zero on the cut cells, every row still sums to one, and a cut row's other
+    weights are the clean ones divided by what the row kept (the softmax over the cells left); rows with no cut
+    cell, and every other layer's input (here: the layer below), are as before."""
+    model, batch = model_and_batch
+    before = weights(model, batch)
+    cells = torch.zeros(S, S, dtype=torch.bool)
+    for r, c in [(3, 2), (5, 0), (5, 5), (Q, 1), (Q, Q)]:
+        cells[r, c] = True
+    for layer in (1, 2):
+        after = weights(cut(model, layer, cells), batch)
+        p, clean = after[layer - 1][:, 0], before[layer - 1][:, 0]  # [B, S, S]
+        assert torch.all(p[:, cells] == 0)
+        assert torch.allclose(p.sum(-1), torch.ones(len(batch), S), atol=1e-5)
+        kept = 1 - (clean * cells).sum(-1, keepdim=True)  # [B, S, 1]
+        rows = (kept > 0.01).expand_as(p)  # 1 - kept is too coarse in float32 where a row kept almost nothing
+        assert torch.allclose(p[rows], torch.where(cells, 0.0, clean / kept)[rows], atol=1e-5, rtol=1e-3)
+        untouched = ~cells.any(1)
+        assert torch.allclose(p[:, untouched], clean[:, untouched], atol=1e-6)
+        if layer == 2:
+            assert torch.allclose(after[0], before[0], atol=1e-6)
+
+
+def test_cut_leaves_the_model_unchanged(model_and_batch):
+    """Cutting returns a copy: the model's mask, gate, parameters and logits are bit for bit as they were."""
+    model, batch = model_and_batch
+    with torch.no_grad():
+        logits = model(batch, full=True)
+    bias, params = model.bias.clone(), [p.clone() for p in model.parameters()]
+    m = cut(model, 1, pattern_cells("chunk_example", N))
+    assert m is not model and m.bias is not model.bias
+    assert torch.equal(model.bias, bias) and model.gate is None
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), params))
+    with torch.no_grad():
+        assert torch.equal(model(batch, full=True), logits)
+
+
+def test_cutting_nothing_or_above_the_diagonal_changes_nothing(model_and_batch):
+    """No cells, or cells no row could attend to anyway (above the diagonal), leave the logits as they were."""
+    model, batch = model_and_batch
+    with torch.no_grad():
+        clean = model(batch, full=True)
+        assert torch.allclose(cut(model, 2, torch.zeros(S, S, dtype=torch.bool))(batch, full=True), clean, atol=1e-6)
+        above = ~torch.ones(S, S, dtype=torch.bool).tril()
+        assert torch.allclose(cut(model, 1, above)(batch, full=True), clean, atol=1e-6)
+
+
+def test_cut_keeps_the_models_own_mask(model_and_batch):
+    """On a model trained with masks, cutting layer 2 leaves layer 1's mask in force and adds the cut to
+    layer 2's own mask."""
+    _, batch = model_and_batch
+    model = Model(Config(masks=("chunk_example", "label_attention")))
+    cells = torch.zeros(S, S, dtype=torch.bool)
+    cells[Q, 1] = True
+    p = weights(cut(model, 2, cells), batch)
+    assert torch.all(p[0][:, 0][:, ~mask_matrix("chunk_example", N)] == 0)
+    allowed = mask_matrix("label_attention", N) & ~cells
+    assert torch.all(p[1][:, 0][:, ~allowed] == 0)
+    assert torch.allclose(p[1][:, 0, Q, [3, 5, 7]].sum(-1), torch.ones(len(batch)), atol=1e-5)
+
+
+def test_bad_cuts_are_rejected_before_copying(model_and_batch, monkeypatch):
+    """A layer out of range, cells of the wrong dtype or shape, or a cut that leaves a row (of the causal mask,
+    or of the model's own mask) nothing to attend to raise ValueError naming the problem, before any copy."""
+    model, _ = model_and_batch
+
+    def no_copy(*_):
+        raise AssertionError("copied the model before checking the arguments")
+
+    monkeypatch.setattr(surgery.copy, "deepcopy", no_copy)
+    none = torch.zeros(S, S, dtype=torch.bool)
+    for layer in (0, 3):
+        with pytest.raises(ValueError, match=r"layer must be in 1\.\.2, got " + str(layer)):
+            cut(model, layer, none)
+    for bad in (torch.zeros(S, S), torch.zeros(S, S, dtype=torch.long), torch.zeros(S - 1, S - 1, dtype=torch.bool),
+                torch.zeros(S, dtype=torch.bool), torch.zeros(1, S, S, dtype=torch.bool)):
+        with pytest.raises(ValueError, match=r"cells must be a boolean \[9, 9\] matrix"):
+            cut(model, 1, bad)
+    row = none.clone()
+    row[3, :4] = True  # label 2's whole causal row
+    with pytest.raises(ValueError, match=r"something to attend to.*\(1, 3\)"):
+        cut(model, 1, row)
+    masked = Model(Config(masks=("bigram", "bigram")))
+    only = none.clone()
+    only[Q, Q] = True  # the only cell the bigram mask leaves the query row
+    with pytest.raises(ValueError, match=r"something to attend to.*\(2, 8\)"):
+        cut(masked, 2, only)

@@ -78,7 +78,8 @@ def chunk_by_pair(model: Model, batch: Batch) -> dict[str, list[float]]:
 
 
 def causal_tests(model: Model, batch: Batch) -> dict[str, float]:
-    """Accuracy on batch under each intervention of the mechanism chapter (a 2-layer, one-head model).
+    """Accuracy on batch under each intervention of the mechanism chapter (a 2-layer, one-head model trained
+    without attention masks: a model whose label rows may only see their own item cannot have that edge cut).
 
     Cuts mask the edges before the softmax, so each row's weight is shared out over what is left, as a
     training mask does; value and pattern patches are those of `analysis.patching` on one layer.
@@ -115,7 +116,8 @@ def causal_tests(model: Model, batch: Batch) -> dict[str, float]:
 
 def fcc_seen(model: Model, batch: Batch) -> dict[str, object]:
     """The paper's FCC circuit by the criterion fixed before the control runs (module docstring): layer 1's
-    Chunk Example at or above threshold for every task, and layer 2's Label Attention at or above threshold."""
+    Chunk Example at or above threshold for every task, and layer 2's Label Attention at or above threshold.
+    A task the batch never drew reads NaN and fails the criterion: use a batch that holds every task."""
     thresholds = pattern_thresholds(model.cfg.num_seq)
     by_task = chunk_by_task(model, batch)
     p = [a.mean(0)[0] for a in attention_weights(model, batch)]

@@ -120,11 +120,11 @@ def edges_table(runs: list[Run], batches: list[Batch]) -> str:
 
 
 @torch.no_grad()
-def task_maps(run: Run, batch: Batch) -> dict[str, list[np.ndarray]]:
+def task_maps(run: Run, batch: Batch) -> dict[str, list[torch.Tensor]]:
     """{"task t": per-layer [1, S, S] mean attention of head 1 over the batch's sequences of task t}."""
     weights = attention_weights(run.model(), batch)
     T = run.config.num_tasks
-    means = [task_means(w[:, :1], batch.task, T).numpy() for w in weights]  # per layer [T, 1, S, S]
+    means = [task_means(w[:, :1], batch.task, T) for w in weights]  # per layer [T, 1, S, S]
     return {f"task {t + 1}": [m[t] for m in means] for t in range(T)}
 
 

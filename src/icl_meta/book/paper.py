@@ -26,6 +26,8 @@ CHAPTER_CLAIMS = {
     "13. Heads": ("Fig 8, 9, 16, 17", "only 1 head shows phases; the heads of smooth models still switch abruptly"),
     "14. Depth and blocks": ("Fig 20-23",
                              "phases at depth 2-3, smooth at 4-5; standard block and all-label loss keep the phases"),
+    "15. The Phase-3 mechanism": ("Table 1 (FCC), Fig 4",
+                                  "Phase 3 uses layer-1 Chunk Example + layer-2 Label Attention"),
 }
 
 # Bayes ceilings (query only, query + label multiset) at K = 64, L = 32, N = 4 for T tasks: the reference
