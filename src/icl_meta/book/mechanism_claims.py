@@ -35,6 +35,10 @@ def fresh_batch(run: Run, n: int) -> Batch:
     return sample(run.instance(), run.config, n, torch.Generator().manual_seed(FRESH_SEED))
 
 
+def _seeds(n: int) -> str:
+    return f"{n} seed" + "s" * (n != 1)
+
+
 def _seed_header(runs: list[Run]) -> str:
     return " | ".join(f"seed {r.config.seed} (step {r.checkpoint_steps[-1]:,})" for r in runs)
 
@@ -187,11 +191,11 @@ def control_checks(n: int) -> list[Check]:
         what = f"the paper's FCC circuit appears under the control '{label}'"
         if len(runs) < CONTROL_SEEDS or any(r.metrics["acc"][-1] < 0.99 for r in runs):
             out.append(Check(what, "FCC in Phase 3 (Table 1)", f"{len(runs)} of {CONTROL_SEEDS} seeds trained to "
-                             "Phase 3", f"{len(runs)} seeds", None, "the control runs are still training"))
+                             "Phase 3", _seeds(len(runs)), None, "the control runs are still training"))
             continue
         seen = sum(bool(fcc_seen(r.model(), fresh_batch(r, n))["seen"]) for r in runs)
         out.append(Check(what, "FCC in Phase 3 (Table 1)", f"seen in {seen} of {len(runs)} seeds",
-                         f"{len(runs)} seeds", seen == len(runs),
+                         _seeds(len(runs)), seen == len(runs),
                          "" if seen == len(runs) else "layer 1's Chunk Example stays below threshold in some task"))
     return out
 
@@ -204,7 +208,7 @@ def default_check(runs: list[Run], batches: list[Batch]) -> Check:
     why = (f"layer 1's Chunk Example per task spans {min(by_task):.2f}-{max(by_task):.2f} against a threshold of "
            f"{found[0]['thresholds'][0]:.2f}: the label rows weight their own item differently in each task")
     return Check("the paper's FCC circuit appears in the default setting (every task above threshold)",
-                 "FCC in Phase 3 (Table 1)", f"seen in {seen} of {len(runs)} seeds", f"{len(runs)} seeds",
+                 "FCC in Phase 3 (Table 1)", f"seen in {seen} of {len(runs)} seeds", _seeds(len(runs)),
                  seen == len(runs), "" if seen == len(runs) else why)
 
 
