@@ -111,10 +111,9 @@ def by_pair_table(runs: list[Run], batches: list[Batch]) -> str:
 def edges_table(runs: list[Run], batches: list[Batch]) -> str:
     """Markdown: every edge above uniform in any run's batch-mean map, with its weight in each run ("–": not
     above uniform there), layer 1 then layer 2, in the order of the first run's strongest edges."""
-    found = [{(e[0], e[1], e[2]): e[3] for e in strong_edges(attention_maps(r.model(), b), r.config.num_seq)}
-             for r, b in zip(runs, batches)]
-    uniform = {(e[0], e[1], e[2]): e[4] for r, b in zip(runs, batches)
-               for e in strong_edges(attention_maps(r.model(), b), r.config.num_seq)}
+    edges = [strong_edges(attention_maps(r.model(), b), r.config.num_seq) for r, b in zip(runs, batches)]
+    found = [{e[:3]: e[3] for e in per_run} for per_run in edges]
+    uniform = {e[:3]: e[4] for per_run in edges for e in per_run}
     keys = sorted(uniform, key=lambda k: (k[0], -max(f.get(k, 0.0) for f in found)))
     lines = [f"| layer | row → column | uniform | {_seed_header(runs)} |", "|---" * (len(runs) + 3) + "|"]
     for key in keys:
