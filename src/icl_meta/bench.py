@@ -1,22 +1,75 @@
-"""Speed benchmark: training steps/s of the default setting, eager and compiled side by side, the cost of
-the evaluations, and how much of this machine's measured single-thread matmul throughput a step reaches.
-Run with `icl-meta bench`.
+"""Speed benchmark: training steps/s of the default setting on the previous eager path, the eager path and the
+compiled one side by side, the cost of the evaluations, and how much of this machine's measured single-thread
+matmul throughput a step reaches. Run with `icl-meta bench`.
 
-Rates are CPU time of this process (one thread: the same as wall time on an idle core), so that a
-benchmark taken beside another busy process still compares its paths fairly.
+Rates are CPU time of this process (one thread: the same as wall time on an idle core), and the paths are timed
+in interleaved rounds (medians), so that a benchmark taken beside other busy processes still compares its paths
+fairly: a change of load then hits every path alike.
 """
 
 from __future__ import annotations
 
+import statistics
 import time
+from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from .config import Config
 from .model import Model, loss_and_correct
-from .task import eval_sets, generator, make_instance, sample
+from .task import Batch, eval_sets, generator, make_instance, sample
 from .trainer import evaluate, runnable
+
+PATHS = ("previous", "eager", "compiled")
+
+
+def _previous_logits(model: Model, batch: Batch) -> torch.Tensor:
+    """model(batch) as the training path computed it before issue 16: sequence order built by stack and cat
+    (Model.embed and Model.embed_proj, unchanged), the fused kernel (scaled_dot_product_attention) in every layer
+    but the last, einsums for the last layer's readout rows. Kept as the reference that `report` measures the
+    speed-up against and tests/test_speed_paths.py checks the new path with. For a model without gate or Patch."""
+    h = model.embed(batch)
+    last = len(model.blocks) - 1
+    for i, block in enumerate(model.blocks):
+        attn, bias = block.attn, model.bias[i]
+        x = block.ln1(h) if block.standard else h
+        B, S, d = x.shape
+        H = attn.n_heads
+        dh = d // H
+        scale = dh**-0.5 if attn.scaled else 1.0
+        if i == last:
+            rows = model.rows
+            wq, wk, wv = attn.w_qkv.view(d, 3, H, dh).unbind(1)
+            qk = torch.einsum("bhrc,dhc->bhrd", torch.einsum("brd,dhc->bhrc", x[:, rows], wq), wk)
+            att = torch.softmax(torch.einsum("bhrd,bsd->bhrs", qk, x) * scale + bias[rows], dim=-1)
+            z = torch.einsum("bhrs,bsd->bhrd", att, x)
+            out = torch.einsum("bhrd,dhc->brhc", z, wv).reshape(B, len(rows), d)
+            h = h[:, rows]
+        else:
+            qkv = model.embed_proj(batch, attn.w_qkv) if i == 0 and not block.standard else x @ attn.w_qkv
+            q, k, v = (t.view(B, S, H, dh).transpose(1, 2) for t in qkv.split(d, -1))
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale).transpose(1, 2).reshape(B, S, d)
+        if attn.w_o is not None:
+            out = out @ attn.w_o
+        h = h + out
+        if block.standard:
+            h = h + F.gelu(block.ln2(h) @ block.w_in + block.b_in) @ block.w_out + block.b_out
+    if model.ln_f is not None:
+        h = model.ln_f(h)
+    return torch.relu(h @ model.w1 + model.b1) @ model.w2 + model.b2
+
+
+class _Previous(torch.nn.Module):
+    """model with _previous_logits as its forward, for the callers of model(batch) (loss_and_correct, evaluate)."""
+
+    def __init__(self, model: Model):
+        super().__init__()
+        self.model, self.cfg = model, model.cfg
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        return _previous_logits(self.model, batch)
 
 
 def matmul_gflops(n: int = 1024, reps: int = 20) -> float:
@@ -29,18 +82,26 @@ def matmul_gflops(n: int = 1024, reps: int = 20) -> float:
     return 2 * n**3 * reps / (time.process_time() - t) / 1e9
 
 
-def _seconds(fn, reps: int) -> float:
-    """CPU seconds per call of fn, after a warm-up of reps // 10 (at least 3) calls."""
-    for _ in range(max(reps // 10, 3)):
-        fn()
-    t = time.process_time()
-    for _ in range(reps):
-        fn()
-    return (time.process_time() - t) / reps
+def _seconds(fns: dict[str, Callable[[], object]], reps: int, rounds: int = 5) -> dict[str, float]:
+    """Median CPU seconds per call of each fn, timed in `rounds` interleaved rounds of reps // rounds calls after a
+    warm-up of reps // 10 (at least 3) calls each."""
+    for fn in fns.values():
+        for _ in range(max(reps // 10, 3)):
+            fn()
+    n = max(reps // rounds, 1)
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            t = time.process_time()
+            for _ in range(n):
+                fn()
+            times[k].append((time.process_time() - t) / n)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def step_flops(cfg: Config) -> int:
-    """FLOPs of one training step (forward and backward), counted by torch's flop counter."""
+    """FLOPs of one training step (forward and backward) on the eager path, counted by torch's flop counter. The
+    previous path computed the same products (its fused attention kernel escapes the counter)."""
     inst, model = make_instance(cfg), Model(cfg)
     batch = sample(inst, cfg, cfg.batch_size, generator(0))
     with FlopCounterMode(display=False) as counter:
@@ -48,11 +109,11 @@ def step_flops(cfg: Config) -> int:
     return counter.get_total_flops()
 
 
-def measure(cfg: Config, steps: int, compile: bool) -> dict[str, float]:
-    """Seconds of one sampled batch, of one training step (sampling + SGD step) and of one evaluation,
-    for the eager model or its compiled forward (compilation itself not counted, but reported)."""
+def _path(cfg: Config, path: str) -> tuple[Callable[[], None], Callable[[], object], float]:
+    """A training step (sampling + SGD step) and an evaluation of a fresh model on one path, and the seconds that
+    the first of each took (compilation included)."""
     inst, model = make_instance(cfg), Model(cfg)
-    fast = runnable(model, compile)
+    fast = _Previous(model) if path == "previous" else runnable(model, path == "compiled")
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr)
     g = generator(0)
     sets = eval_sets(inst, cfg)
@@ -63,37 +124,55 @@ def measure(cfg: Config, steps: int, compile: bool) -> dict[str, float]:
         loss.backward()
         opt.step()
 
+    def evaluation():
+        return evaluate(fast, sets, probe_model=model)
+
     t = time.perf_counter()
     step()
-    evaluate(fast, sets, probe_model=model)
-    warmup = time.perf_counter() - t
-    return {"sampling": _seconds(lambda: sample(inst, cfg, cfg.batch_size, g), steps), "step": _seconds(step, steps),
-            "eval": _seconds(lambda: evaluate(fast, sets, probe_model=model), max(steps // 50, 3)), "warmup": warmup}
+    evaluation()
+    return step, evaluation, time.perf_counter() - t
+
+
+def measure(cfg: Config, steps: int, paths: tuple[str, ...] = PATHS) -> dict[str, dict[str, float]]:
+    """Per path: CPU seconds of one training step and of one evaluation, and the warm-up seconds (the first step
+    and evaluation, compilation included); plus the seconds of one sampled batch under "sampling"."""
+    built = {p: _path(cfg, p) for p in paths}
+    step = _seconds({p: b[0] for p, b in built.items()}, steps)
+    evals = _seconds({p: b[1] for p, b in built.items()}, max(steps // 50, 3), rounds=3)
+    inst, g = make_instance(cfg), generator(0)
+    sampling = _seconds({"sampling": lambda: sample(inst, cfg, cfg.batch_size, g)}, steps)["sampling"]
+    out = {p: {"step": step[p], "eval": evals[p], "warmup": built[p][2]} for p in paths}
+    return {**out, "sampling": {"step": sampling}}
 
 
 def report(steps: int = 300, threads: int = 1, compile: bool = True) -> str:
-    """A plain-text benchmark report for the default config: one row per path (eager, compiled)."""
+    """A plain-text benchmark report for the default config: one row per path (previous eager, eager, compiled)."""
     cfg = Config()
     default_threads = torch.get_num_threads()
     torch.set_num_threads(1)
     peak1 = matmul_gflops()
     flops = step_flops(cfg)
     torch.set_num_threads(threads)
+    r = measure(cfg, steps, PATHS if compile else PATHS[:2])
     lines = [f"torch {torch.__version__}, {threads} of {default_threads} threads, device {cfg.device}",
              f"single-thread fp32 matmul (1024^3): {peak1:.1f} GFLOP/s",
-             f"one training step (default config, batch {cfg.batch_size}): {flops / 1e6:.1f} MFLOP forward+backward",
+             f"one training step (default config, batch {cfg.batch_size}): {flops / 1e6:.1f} MFLOP forward+backward; "
+             f"sampling its batch {r['sampling']['step'] * 1e3:.2f} ms",
+             "previous: the eager path before issue 16 (bench._previous_logits); rates are CPU time, medians of "
+             "interleaved rounds",
              f"with eval: steps/s including one evaluation every {cfg.eval_every} steps (as training runs)",
-             f"{'path':>9} {'sampling/s':>11} {'steps/s':>8} {'x eager':>8} {'GFLOP/s':>8} {'of peak':>8} "
-             f"{'eval ms':>8} {'with eval':>10} {'x eager':>8} {'warm-up s':>10}"]
-    base = None
-    for path in ("eager", "compiled")[:1 + compile]:
-        r = measure(cfg, steps, path == "compiled")
-        rate = 1 / r["step"]
-        with_eval = cfg.eval_every / (cfg.eval_every * r["step"] + r["eval"])
-        base = base or (rate, with_eval)
+             f"{'path':>9} {'steps/s':>8} {'x prev':>7} {'x eager':>8} {'GFLOP/s':>8} {'of peak':>8} "
+             f"{'eval ms':>8} {'x prev':>7} {'with eval':>10} {'x prev':>7} {'warm-up s':>10}"]
+    prev, eager = r["previous"], r["eager"]
+    for path in PATHS[:2 + compile]:
+        p = r[path]
+        rate = 1 / p["step"]
+        with_eval = cfg.eval_every / (cfg.eval_every * p["step"] + p["eval"])
+        prev_with_eval = cfg.eval_every / (cfg.eval_every * prev["step"] + prev["eval"])
         achieved = flops * rate / 1e9
-        lines.append(f"{path:>9} {1 / r['sampling']:>11.0f} {rate:>8.1f} {rate / base[0]:>8.2f} {achieved:>8.1f} "
-                     f"{achieved / peak1:>8.0%} {r['eval'] * 1e3:>8.1f} {with_eval:>10.1f} {with_eval / base[1]:>8.2f} "
-                     f"{r['warmup']:>10.1f}")
+        lines.append(f"{path:>9} {rate:>8.1f} {prev['step'] / p['step']:>7.2f} {eager['step'] / p['step']:>8.2f} "
+                     f"{achieved:>8.1f} {achieved / peak1:>8.0%} {p['eval'] * 1e3:>8.1f} "
+                     f"{prev['eval'] / p['eval']:>7.2f} {with_eval:>10.1f} {with_eval / prev_with_eval:>7.2f} "
+                     f"{p['warmup']:>10.1f}")
     torch.set_num_threads(default_threads)
     return "\n".join(lines)

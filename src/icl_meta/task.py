@@ -8,6 +8,7 @@ from the same law restricted to classes absent from the context.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -56,6 +57,12 @@ def zipf(n: int, exponent: float, device: str = "cpu") -> torch.Tensor:
     return (w / w.sum()).float()
 
 
+@functools.lru_cache(maxsize=32)
+def _log_zipf(n: int, exponent: float, device: str) -> torch.Tensor:
+    """log zipf(n, exponent), kept: every training batch adds it to its Gumbel noise. Read-only."""
+    return torch.log(zipf(n, exponent, device))
+
+
 def make_instance(cfg: Config, seed: int | None = None) -> Instance:
     """Draw class means μ_k ~ N(0, I_D/D) and the label table of the run (Methods §Task)."""
     g = torch.Generator().manual_seed(cfg.seeds()["instance"] if seed is None else seed)
@@ -74,8 +81,9 @@ def make_instance(cfg: Config, seed: int | None = None) -> Instance:
 
 
 def _gumbel(shape: tuple[int, ...], g: torch.Generator, device: str) -> torch.Tensor:
+    """Standard Gumbel noise -log(-log(u)), computed in place in the uniform draw's tensor."""
     u = torch.rand(shape, generator=g, device=device).clamp_(1e-20, 1.0 - 1e-7)
-    return -torch.log(-torch.log(u))
+    return u.log_().neg_().log_().neg_()
 
 
 def _shuffle(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -90,13 +98,14 @@ def sample(inst: Instance, cfg: Config, n: int, g: torch.Generator, kind: str = 
     train: the training distribution. random_label: the context labels permuted among the context
     items (paper §4.3). in_weights: context labels replaced by uniform random labels. copy: fresh class
     means and distinct fresh labels per sequence, query class in the context (induction-head test).
+    The arithmetic is done in place where a fresh tensor would hold the same numbers: the sampler is part of
+    every training step, and the random draws, their order and every result are those of out-of-place code.
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     dev = cfg.device
     N, B, K, L, D = cfg.num_seq, cfg.burstiness, cfg.num_classes, cfg.num_labels, cfg.content_dim
     n_ctx = cfg.n_ctx_classes
-    rows = torch.arange(n, device=dev)
     if cfg.beta == 0:
         task = torch.randint(cfg.num_tasks, (n,), generator=g, device=dev)
     else:
@@ -110,13 +119,13 @@ def sample(inst: Instance, cfg: Config, n: int, g: torch.Generator, kind: str = 
         slots = _shuffle(torch.arange(n_ctx, device=dev).repeat_interleave(B).expand(n, N), g)
         q_slot = torch.randint(n_ctx, (n, 1), generator=g, device=dev)
         all_slots = torch.cat([slots, q_slot], dim=1)
-        centres = means[rows[:, None], all_slots]
+        centres = means[torch.arange(n, device=dev)[:, None], all_slots]
         labels = fresh_labels.gather(1, slots)
         target = fresh_labels.gather(1, q_slot)[:, 0]
         classes = torch.full((n, N + 1), -1, device=dev)
     else:
         n_pick = min(n_ctx + 1, K)
-        keys = torch.log(zipf(K, cfg.alpha, dev)) + _gumbel((n, K), g, dev)
+        keys = _gumbel((n, K), g, dev).add_(_log_zipf(K, cfg.alpha, dev))
         picked = keys.topk(n_pick, dim=1).indices
         distinct = picked[:, :n_ctx]
         ctx = _shuffle(distinct.repeat_interleave(B, dim=1), g)
@@ -133,15 +142,15 @@ def sample(inst: Instance, cfg: Config, n: int, g: torch.Generator, kind: str = 
         labels = inst.table[task[:, None], ctx]
         target = inst.table[task, query]
 
-    noise = torch.randn(centres.shape, generator=g, device=dev) / D**0.5
-    items = (centres + cfg.eps * noise) / (1 + cfg.eps**2) ** 0.5
+    noise = torch.randn(centres.shape, generator=g, device=dev)
+    items = noise.div_(D**0.5).mul_(cfg.eps).add_(centres).div_((1 + cfg.eps**2) ** 0.5)  # (μ + ε·η/√D)/√(1+ε²)
     if kind == "random_label":
         labels = _shuffle(labels, g)
     elif kind == "in_weights":
         labels = torch.randint(L, labels.shape, generator=g, device=dev)
-    offset = (torch.randint(cfg.pos_dim - N, (n, 1), generator=g, device=dev) if cfg.random_offset
-              else torch.zeros(n, 1, dtype=torch.long, device=dev))
-    positions = offset + torch.arange(N + 1, device=dev)
+    positions = torch.arange(N + 1, device=dev).repeat(n, 1)
+    if cfg.random_offset:
+        positions += torch.randint(cfg.pos_dim - N, (n, 1), generator=g, device=dev)
     return Batch(items, labels, target, task, classes, positions)
 
 

@@ -49,8 +49,9 @@ def accuracy(model: Model, batch: Batch) -> float:
 
 def runnable(model: Model, compile: bool) -> Model:
     """model itself, or with its forward compiled by torch.compile (the same parameters, the same function to
-    float rounding). Compiling takes tens of seconds once per process and makes a default training step ~1.4x
-    and an evaluation ~2.5x faster on one CPU core (`icl-meta bench`): it pays for long runs, not short ones.
+    float rounding). Compiling takes tens of seconds once per process (less with inductor's cache warm) and makes a
+    default training step ~1.1x and an evaluation ~1.2x faster than the eager path on one CPU core (`icl-meta
+    bench`; before issue 16's eager speed-up, ~1.4x and ~2.5x): it pays for long runs, not short ones.
     Compiling resets torch.compile's caches first: a process that trains run after run (a sweep worker) would
     otherwise reach its recompilation limit after a few runs and silently fall back to eager."""
     if not compile:
