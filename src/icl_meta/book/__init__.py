@@ -12,5 +12,6 @@ Built on the core (`icl_meta`) and the analyses (`icl_meta.analysis`); nothing b
     plots                the figures every chapter draws the same way
     interactive          kernel-free Plotly figures (sliders, hover) and the Sphinx hook serving plotly.js
     colab                Colab buttons and install cells from the one repository URL
+    execute              the Sphinx hook executing the chapters in parallel before the build reads them
     exercises            the workshop's answer checks and learner copies
 """
