@@ -60,19 +60,20 @@ def strong_edges(maps: list[torch.Tensor], num_seq: int) -> list[tuple[int, str,
 
 
 @torch.no_grad()
-def chunk_by_task(model: Model, batch: Batch) -> dict[str, list[float]]:
-    """Each circuit metric of layer 1 (chunk_example) and layer 2 (label_attention), per task [T], head 1."""
-    p = attention_weights(model, batch)
+def chunk_by_task(model: Model, batch: Batch, p: list[torch.Tensor] | None = None) -> dict[str, list[float]]:
+    """Each circuit metric of layer 1 (chunk_example) and layer 2 (label_attention), per task [T], head 1.
+    p: the model's attention weights on batch (`attention_weights`) when the caller has them."""
+    p = attention_weights(model, batch) if p is None else p
     T = model.cfg.num_tasks
     return {"L1 chunk_example": task_metrics(p[0][:, 0], batch.task, T)["chunk_example"].tolist(),
             "L2 label_attention": task_metrics(p[1][:, 0], batch.task, T)["label_attention"].tolist()}
 
 
 @torch.no_grad()
-def chunk_by_pair(model: Model, batch: Batch) -> dict[str, list[float]]:
+def chunk_by_pair(model: Model, batch: Batch, p: list[torch.Tensor] | None = None) -> dict[str, list[float]]:
     """Layer 1, head 1, per pair k: the mean weight of label k on its own item, and the fraction of sequences
-    in which label k weights its own item above every other cell it sees."""
-    p = attention_weights(model, batch)[0][:, 0]
+    in which label k weights its own item above every other cell it sees. p: as chunk_by_task's."""
+    p = (attention_weights(model, batch) if p is None else p)[0][:, 0]
     return {"weight on own item": chunk_pairs(p).mean(0).tolist(),
             "own item on top": own_item_top(p).float().mean(0).tolist()}
 
@@ -119,9 +120,9 @@ def fcc_seen(model: Model, batch: Batch) -> dict[str, object]:
     Chunk Example at or above threshold for every task, and layer 2's Label Attention at or above threshold.
     A task the batch never drew reads NaN and fails the criterion: use a batch that holds every task."""
     thresholds = pattern_thresholds(model.cfg.num_seq)
-    by_task = chunk_by_task(model, batch)
-    p = [a.mean(0)[0] for a in attention_weights(model, batch)]
-    l2 = float(circuit_metrics(p[1])["label_attention"])
+    weights = attention_weights(model, batch)
+    by_task = chunk_by_task(model, batch, weights)
+    l2 = float(circuit_metrics(weights[1].mean(0)[0])["label_attention"])
     every_task = all(v >= thresholds["chunk_example"] for v in by_task["L1 chunk_example"])
     return {"L1 chunk_example by task": by_task["L1 chunk_example"], "L2 label_attention": l2,
             "thresholds": (thresholds["chunk_example"], thresholds["label_attention"]),

@@ -143,10 +143,10 @@ def along_training(run: Run, batch: Batch) -> dict[str, np.ndarray]:
     out = {k: [] for k in ("step", "by_task", "batch", "none", "cut", "batch_mean", "task_mean")}
     for step in run.checkpoint_steps:
         model = run.model(step)
-        by_task = chunk_by_task(model, batch)["L1 chunk_example"]
+        weights = attention_weights(model, batch)
         out["step"].append(step)
-        out["by_task"].append(by_task)
-        out["batch"].append(np.mean(chunk_by_pair(model, batch)["weight on own item"]))
+        out["by_task"].append(chunk_by_task(model, batch, weights)["L1 chunk_example"])
+        out["batch"].append(np.mean(chunk_by_pair(model, batch, weights)["weight on own item"]))
         out["none"].append(accuracy(model, batch))
         out["cut"].append(accuracy(cut(model, 1, own), batch))
         for source in ("batch_mean", "task_mean"):
