@@ -1,5 +1,6 @@
 """icl_meta.book.execute: a small book's notebooks are executed in parallel into myst-nb's cache, each build
-recomputes them, a failing notebook fails the build by name, and a cell timeout is retried once."""
+recomputes them, a failing notebook fails the build by name, icl_book_jobs sets how many run at once, and a
+cell timeout is retried once."""
 
 import logging
 import os
@@ -65,8 +66,10 @@ def test_book_notebooks_run_in_parallel_from_the_cache_and_a_failure_names_its_n
     assert (html / "b.html").read_text().split("stamp ")[1][:19] != first
 
     notebook(tmp_path / "b.ipynb", "1 / 0")
+    (tmp_path / "_config.yml").write_text(CONFIG + "    icl_book_jobs: 1\n")
     res = build(tmp_path)
     assert res.returncode != 0
+    assert "executing 2 notebooks, 1 at a time" in res.stdout + res.stderr
     assert "b.ipynb failed to execute" in res.stdout + res.stderr
     assert "ZeroDivisionError" in res.stdout + res.stderr
 
