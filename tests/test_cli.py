@@ -88,7 +88,8 @@ def test_bench_report_lists_its_figures():
     """bench reports the matmul peak, FLOPs per step, and steps/s with and without evaluation, one row per path
     (the compiled one is left out here: compiling the default model takes a minute)."""
     text = report(steps=20, threads=1, compile=False)
-    for needle in ("GFLOP/s", "MFLOP", "steps/s", "with eval", "of peak", "eval ms", "x eager"):
+    for needle in ("GFLOP/s", "MFLOP", "steps/s", "with eval", "of peak", "eval ms", "x eager", "faults",
+                   "allocator: glibc keeps freed memory"):
         assert needle in text
     assert [line.split()[0] for line in text.splitlines()[-1:]] == ["eager"]
 

@@ -2,6 +2,8 @@
 
 import json
 import pickle
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -271,3 +273,38 @@ def test_compiled_training_is_the_same_run_to_float_rounding(tiny_run, tiny_cfg,
         if col != "time":
             atol = 3 / tiny_cfg.eval_size if col.startswith(("acc", "train_acc")) else 1e-4
             np.testing.assert_allclose(fast.metrics[col], ref, atol=atol, rtol=1e-4, err_msg=col)
+
+
+def test_retained_memory_leaves_training_steps_without_page_faults():
+    """After trainer.retain_freed_memory (which train calls) a default training step maps no fresh pages; with the
+    allocator's defaults it does. Each in its own process: the setting lasts for the process."""
+    script = """
+import resource, sys, torch
+from icl_meta import Config, Model, make_instance, sample, trainer
+from icl_meta.model import loss_and_correct
+from icl_meta.task import generator
+torch.set_num_threads(1)
+applied = trainer.retain_freed_memory() if sys.argv[1] == "retain" else False
+cfg = Config()
+inst, model, g = make_instance(cfg), Model(cfg), generator(0)
+opt = torch.optim.SGD(model.parameters(), lr=cfg.lr)
+def step():
+    loss, _ = loss_and_correct(model, sample(inst, cfg, cfg.batch_size, g))
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+for _ in range(20):
+    step()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(50):
+    step()
+print(applied, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 50)
+"""
+    out = {}
+    for mode in ("retain", "default"):
+        res = subprocess.run([sys.executable, "-c", script, mode], capture_output=True, text=True, check=True)
+        applied, faults = res.stdout.split()
+        out[mode] = (applied == "True", float(faults))
+    assert out["retain"][0] and out["retain"][1] < 1
+    assert out["default"][1] > 10
+

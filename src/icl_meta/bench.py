@@ -9,6 +9,7 @@ fairly: a change of load then hits every path alike.
 
 from __future__ import annotations
 
+import resource
 import statistics
 import time
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from .config import Config
 from .model import Model, loss_and_correct
 from .task import Batch, eval_sets, generator, make_instance, sample
-from .trainer import evaluate, runnable
+from .trainer import evaluate, retain_freed_memory, runnable
 
 PATHS = ("previous", "eager", "compiled")
 
@@ -141,12 +142,24 @@ def measure(cfg: Config, steps: int, paths: tuple[str, ...] = PATHS) -> dict[str
     evals = _seconds({p: b[1] for p, b in built.items()}, max(steps // 50, 3), rounds=3)
     inst, g = make_instance(cfg), generator(0)
     sampling = _seconds({"sampling": lambda: sample(inst, cfg, cfg.batch_size, g)}, steps)["sampling"]
-    out = {p: {"step": step[p], "eval": evals[p], "warmup": built[p][2]} for p in paths}
+    out = {p: {"step": step[p], "eval": evals[p], "warmup": built[p][2], "faults": _faults(built[p][0])}
+           for p in paths}
     return {**out, "sampling": {"step": sampling}}
 
 
-def report(steps: int = 300, threads: int = 1, compile: bool = True) -> str:
-    """A plain-text benchmark report for the default config: one row per path (previous eager, eager, compiled)."""
+def _faults(fn: Callable[[], object], reps: int = 50) -> float:
+    """Minor page faults of this process per call of fn (fresh pages the kernel had to map and zero)."""
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(reps):
+        fn()
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / reps
+
+
+def report(steps: int = 300, threads: int = 1, compile: bool = True, retain_memory: bool = True) -> str:
+    """A plain-text benchmark report for the default config: one row per path (previous eager, eager, compiled).
+    retain_memory: let glibc keep freed memory first, as training does (trainer.retain_freed_memory); False
+    measures the allocator's defaults (run the two in separate processes: the setting lasts for the process)."""
+    retained = retain_freed_memory() if retain_memory else False
     cfg = Config()
     default_threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -161,8 +174,11 @@ def report(steps: int = 300, threads: int = 1, compile: bool = True) -> str:
              "previous: the eager path before issue 16 (bench._previous_logits); rates are CPU time, medians of "
              "interleaved rounds",
              f"with eval: steps/s including one evaluation every {cfg.eval_every} steps (as training runs)",
+             "faults: minor page faults per training step (fresh pages the kernel maps and zeroes)",
+             "allocator: " + ("glibc keeps freed memory, as in training (trainer.retain_freed_memory)" if retained
+                              else "the C library's defaults"),
              f"{'path':>9} {'steps/s':>8} {'x prev':>7} {'x eager':>8} {'GFLOP/s':>8} {'of peak':>8} "
-             f"{'eval ms':>8} {'x prev':>7} {'with eval':>10} {'x prev':>7} {'warm-up s':>10}"]
+             f"{'eval ms':>8} {'x prev':>7} {'with eval':>10} {'x prev':>7} {'warm-up s':>10} {'faults':>7}"]
     prev, eager = r["previous"], r["eager"]
     for path in PATHS[:2 + compile]:
         p = r[path]
@@ -173,6 +189,6 @@ def report(steps: int = 300, threads: int = 1, compile: bool = True) -> str:
         lines.append(f"{path:>9} {rate:>8.1f} {prev['step'] / p['step']:>7.2f} {eager['step'] / p['step']:>8.2f} "
                      f"{achieved:>8.1f} {achieved / peak1:>8.0%} {p['eval'] * 1e3:>8.1f} "
                      f"{prev['eval'] / p['eval']:>7.2f} {with_eval:>10.1f} {with_eval / prev_with_eval:>7.2f} "
-                     f"{p['warmup']:>10.1f}")
+                     f"{p['warmup']:>10.1f} {p['faults']:>7.0f}")
     torch.set_num_threads(default_threads)
     return "\n".join(lines)

@@ -218,7 +218,7 @@ def cmd_phases(args: argparse.Namespace, argv: list[str]) -> None:
 def cmd_bench(args: argparse.Namespace, argv: list[str]) -> None:
     from .bench import report
 
-    print(report(args.steps, args.threads, args.compile))
+    print(report(args.steps, args.threads, args.compile, args.retain_memory))
 
 
 def add_pool_flags(p: argparse.ArgumentParser, out_help: str) -> None:
@@ -268,6 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--threads", type=_int_at_least(1), default=1, help="torch threads (default 1)")
     b.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
                    help="add the compiled path beside the eager one (default on)")
+    b.add_argument("--retain-memory", action=argparse.BooleanOptionalAction, default=True,
+                   help="let glibc keep freed memory, as training does (default on; off: the allocator's defaults)")
     b.set_defaults(func=cmd_bench)
     ph = sub.add_parser("phases", help="print phase transitions and plateau levels of a run")
     ph.add_argument("run")
