@@ -8,7 +8,8 @@ each kernel with one torch thread), and stores the executed notebooks in myst-nb
 reader then finds them instead of executing them again.
 
 Those notebooks' previous cache entries are removed first, so every build still recomputes every number it shows:
-jupyter-cache keys a notebook by its code alone and would otherwise keep outputs of older package code.
+jupyter-cache keys a notebook by its code alone and would otherwise keep outputs of older package code. Their
+execution times order the next build, longest first.
 
 A notebook whose kernel stops answering (a cell's reply that never arrives was seen, rarely, on a loaded machine,
 cause unknown: the kernel sits idle while the client waits) runs into the cell timeout; it is then executed
@@ -70,26 +71,30 @@ def execute_all(app, env, docnames: list[str]) -> None:
     if not paths:
         return
     cache = get_cache(config.execution_cache_path)
+    last_seconds = {}
     for record in cache.list_cache_records():
         if Path(record.uri) in paths:
+            last_seconds[Path(record.uri)] = record.data.get("execution_seconds", 0)
             cache.remove_cache(record.pk)
+    paths.sort(key=lambda p: -last_seconds.get(p, 0))  # the longest of the last build first: a shorter tail
     jobs = app.config.icl_book_jobs or available_cores()
     logger.info(f"executing {len(paths)} notebooks, {jobs} at a time (icl_meta.book.execute)")
 
-    def run(path: Path) -> tuple[Path, nbformat.NotebookNode, float]:
+    def run(path: Path) -> tuple[nbformat.NotebookNode, float]:
         start = time.perf_counter()
         nb = execute(path, config.execution_timeout, config.execution_allow_errors)
-        return path, nb, time.perf_counter() - start
+        return nb, time.perf_counter() - start
 
     with ThreadPoolExecutor(jobs) as pool:  # threads suffice: each notebook runs in its own kernel process
         futures = {pool.submit(run, p): p for p in paths}
         for done, future in enumerate(as_completed(futures), 1):
+            path = futures[future]
             try:
-                path, nb, seconds = future.result()
+                nb, seconds = future.result()
             except Exception as err:  # the notebooks not started are dropped, those running end first
                 for f in futures:
                     f.cancel()
-                raise ExtensionError(f"{futures[future].name} failed to execute:\n{err}") from err
+                raise ExtensionError(f"{path.name} failed to execute:\n{err}") from err
             cache.cache_notebook_bundle(CacheBundleIn(nb, str(path), data={"execution_seconds": seconds}),
                                         check_validity=False, overwrite=True)
             logger.info(f"executed {path.name} in {seconds:.0f} s ({done}/{len(paths)})")
