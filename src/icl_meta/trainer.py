@@ -37,8 +37,8 @@ def retain_freed_memory() -> bool:
     With glibc's defaults such blocks can go back to the OS, and the next step gets fresh pages that the kernel
     zeroes on first touch: tens to hundreds of page faults per step. Measured with `icl-meta bench` against
     `--no-retain-memory` (2026-12-01, one core): eager steps 5% and evaluations 11-14% faster (the previous path's
-    evaluation 2x), no page faults left. Afterwards blocks up to 32 MiB come from the heap, and the heap is trimmed only
-    past 256 MiB free: the process keeps about its peak memory."""
+    evaluation 2x); page faults per step fell from hundreds to a few. Afterwards blocks up to 32 MiB come from the
+    heap, and the heap is trimmed only past 256 MiB free: the process keeps about its peak memory."""
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
