@@ -3,6 +3,7 @@
 import dataclasses
 
 import pytest
+import torch
 
 from icl_meta import Config, load_run
 from icl_meta.bench import report
@@ -76,6 +77,15 @@ def test_sweep_runs_grid_and_resumes(tmp_path, capsys):
     assert load_run(tmp_path / "num_tasks-2__seed-1").config.num_tasks == 2
 
 
+def test_sweep_trains_compatible_runs_as_ensembles(tmp_path, capsys):
+    """--ensemble 2 trains the grid's compatible runs two at a time in one process (icl_meta.ensemble)."""
+    main(["sweep", *TINY_FLAGS, "--grid", "num_tasks=1,2", "--seeds", "0", "--jobs", "1", "--ensemble", "2",
+          "--out", str(tmp_path), "--no-progress"])
+    assert "ensembles of up to 2 (1 jobs)" in capsys.readouterr().out
+    for name in ("num_tasks-1__seed-0", "num_tasks-2__seed-0"):
+        assert load_run(tmp_path / name).provenance["ensemble"] == [2]
+
+
 def test_sweep_rejects_a_bad_grid_point_before_any_run(tmp_path, capsys):
     """One impossible grid point stops the sweep before any run directory is made."""
     with pytest.raises(SystemExit, match="2"):
@@ -91,7 +101,16 @@ def test_bench_report_lists_its_figures():
     for needle in ("GFLOP/s", "MFLOP", "steps/s", "with eval", "of peak", "eval ms", "x eager", "faults",
                    "allocator: glibc keeps freed memory"):
         assert needle in text
-    assert [line.split()[0] for line in text.splitlines()[-1:]] == ["eager"]
+    lines = text.splitlines()
+    assert [line.split()[0] for line in lines[-6:]] == ["eager", "ensemble", "E", "1", "4", "16"]
+    assert "runs x steps/s" in lines[-4]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_bench_refuses_a_device_this_machine_lacks(capsys):
+    with pytest.raises(SystemExit, match="2"):
+        main(["bench", "--device", "cuda"])
+    assert "device must be 'cpu' on a machine without CUDA, got 'cuda'" in capsys.readouterr().err
 
 
 def test_help_says_what_every_config_flag_is(capsys):

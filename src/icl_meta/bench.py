@@ -1,10 +1,12 @@
 """Speed benchmark: training steps/s of the default setting on the previous eager path, the eager path and the
-compiled one side by side, the cost of the evaluations, and how much of this machine's measured single-thread
-matmul throughput a step reaches. Run with `icl-meta bench`.
+compiled one side by side, the cost of the evaluations, how much of this machine's measured single-thread
+matmul throughput a step reaches, and the throughput of the ensemble trainer (runs x steps/s) for E = 1, 4, 16.
+Run with `icl-meta bench`.
 
 Rates are CPU time of this process (one thread: the same as wall time on an idle core), and the paths are timed
 in interleaved rounds (medians), so that a benchmark taken beside other busy processes still compares its paths
-fairly: a change of load then hits every path alike.
+fairly: a change of load then hits every path alike. With `--device cuda` they are wall time, the device
+synchronised before each reading of the clock.
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from .config import Config
+from .ensemble import gradient_step, stack_parameters, stacked_batch
 from .model import Model, loss_and_correct
 from .task import Batch, eval_sets, generator, make_instance, sample
-from .trainer import evaluate, retain_freed_memory, runnable
+from .trainer import check_arguments, evaluate, retain_freed_memory, runnable
 
 PATHS = ("previous", "eager", "compiled")
+ENSEMBLE_SIZES = (1, 4, 16)
 
 
 def _previous_logits(model: Model, batch: Batch) -> torch.Tensor:
@@ -73,17 +77,32 @@ class _Previous(torch.nn.Module):
         return _previous_logits(self.model, batch)
 
 
-def matmul_gflops(n: int = 1024, reps: int = 20) -> float:
-    """fp32 GFLOP/s of an n x n matmul on the current torch thread count."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def clock(device: str) -> Callable[[], float]:
+    """The clock rates are read with: this process's CPU time on "cpu"; on CUDA, wall time once the device has
+    finished what was queued."""
+    if not device.startswith("cuda"):
+        return time.process_time
+
+    def synchronised() -> float:
+        torch.cuda.synchronize(device)
+        return time.perf_counter()
+
+    return synchronised
+
+
+def matmul_gflops(n: int = 1024, reps: int = 20, device: str = "cpu") -> float:
+    """fp32 GFLOP/s of an n x n matmul on device (on "cpu": the current torch thread count)."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     a @ b
-    t = time.process_time()
+    now = clock(device)
+    t = now()
     for _ in range(reps):
         a @ b
-    return 2 * n**3 * reps / (time.process_time() - t) / 1e9
+    return 2 * n**3 * reps / (now() - t) / 1e9
 
 
-def _seconds(fns: dict[str, Callable[[], object]], reps: int, rounds: int = 5) -> dict[str, float]:
+def _seconds(fns: dict[str, Callable[[], object]], reps: int, rounds: int = 5,
+             now: Callable[[], float] = time.process_time) -> dict[str, float]:
     """Median CPU seconds per call of each fn, timed in `rounds` interleaved rounds of reps // rounds calls after a
     warm-up of reps // 10 (at least 3) calls each."""
     for fn in fns.values():
@@ -93,10 +112,10 @@ def _seconds(fns: dict[str, Callable[[], object]], reps: int, rounds: int = 5) -
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(rounds):
         for k, fn in fns.items():
-            t = time.process_time()
+            t = now()
             for _ in range(n):
                 fn()
-            times[k].append((time.process_time() - t) / n)
+            times[k].append((now() - t) / n)
     return {k: statistics.median(v) for k, v in times.items()}
 
 
@@ -113,10 +132,10 @@ def step_flops(cfg: Config) -> int:
 def _path(cfg: Config, path: str) -> tuple[Callable[[], None], Callable[[], object], float]:
     """A training step (sampling + SGD step) and an evaluation of a fresh model on one path, and the seconds that
     the first of each took (compilation included)."""
-    inst, model = make_instance(cfg), Model(cfg)
+    inst, model = make_instance(cfg), Model(cfg).to(cfg.device)
     fast = _Previous(model) if path == "previous" else runnable(model, path == "compiled")
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr)
-    g = generator(0)
+    g = generator(0, cfg.device)
     sets = eval_sets(inst, cfg)
 
     def step():
@@ -128,23 +147,41 @@ def _path(cfg: Config, path: str) -> tuple[Callable[[], None], Callable[[], obje
     def evaluation():
         return evaluate(fast, sets, probe_model=model)
 
-    t = time.perf_counter()
+    now = clock(cfg.device)
+    t = now()
     step()
     evaluation()
-    return step, evaluation, time.perf_counter() - t
+    return step, evaluation, now() - t
 
 
 def measure(cfg: Config, steps: int, paths: tuple[str, ...] = PATHS) -> dict[str, dict[str, float]]:
     """Per path: CPU seconds of one training step and of one evaluation, and the warm-up seconds (the first step
     and evaluation, compilation included); plus the seconds of one sampled batch under "sampling"."""
     built = {p: _path(cfg, p) for p in paths}
-    step = _seconds({p: b[0] for p, b in built.items()}, steps)
-    evals = _seconds({p: b[1] for p, b in built.items()}, max(steps // 50, 3), rounds=3)
-    inst, g = make_instance(cfg), generator(0)
-    sampling = _seconds({"sampling": lambda: sample(inst, cfg, cfg.batch_size, g)}, steps)["sampling"]
+    now = clock(cfg.device)
+    step = _seconds({p: b[0] for p, b in built.items()}, steps, now=now)
+    evals = _seconds({p: b[1] for p, b in built.items()}, max(steps // 50, 3), rounds=3, now=now)
+    inst, g = make_instance(cfg), generator(0, cfg.device)
+    sampling = _seconds({"sampling": lambda: sample(inst, cfg, cfg.batch_size, g)}, steps, now=now)["sampling"]
     out = {p: {"step": step[p], "eval": evals[p], "warmup": built[p][2], "faults": _faults(built[p][0])}
            for p in paths}
     return {**out, "sampling": {"step": sampling}}
+
+
+def ensemble_seconds(cfg: Config, size: int, steps: int) -> float:
+    """CPU seconds of one step of an ensemble of `size` runs of cfg (seeds 0..size-1) as the ensemble trainer
+    takes it: every member's batch sampled from its own stream, one vmapped gradient, one update of them all."""
+    members = [cfg.replace(seed=s) for s in range(size)]
+    insts, gens = [make_instance(c) for c in members], [generator(c.seeds()["data"], cfg.device) for c in members]
+    params = stack_parameters([Model(c).to(cfg.device) for c in members])
+    values, grad = list(params.values()), gradient_step(Model(cfg).to(cfg.device))
+
+    def step():
+        grads, _ = grad(params, stacked_batch([sample(i, c, c.batch_size, g) for i, c, g in zip(insts, members, gens)]))
+        with torch.no_grad():
+            torch._foreach_add_(values, [grads[name] for name in params], alpha=-cfg.lr)
+
+    return _seconds({"ensemble": step}, max(steps // size, 10), rounds=3, now=clock(cfg.device))["ensemble"]
 
 
 def _faults(fn: Callable[[], object], reps: int = 50) -> float:
@@ -155,24 +192,29 @@ def _faults(fn: Callable[[], object], reps: int = 50) -> float:
     return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / reps
 
 
-def report(steps: int = 300, threads: int = 1, compile: bool = True, retain_memory: bool = True) -> str:
-    """A plain-text benchmark report for the default config: one row per path (previous eager, eager, compiled).
+def report(steps: int = 300, threads: int = 1, compile: bool = True, retain_memory: bool = True,
+           device: str = "cpu") -> str:
+    """A plain-text benchmark report for the default config on device: one row per path (previous eager, eager,
+    compiled), then the ensemble trainer's throughput for each of ENSEMBLE_SIZES.
     retain_memory: let glibc keep freed memory first, as training does (trainer.retain_freed_memory); False
     measures the allocator's defaults (run the two in separate processes: the setting lasts for the process)."""
+    cfg = Config(device=device)
+    check_arguments(cfg, threads)
     retained = retain_freed_memory() if retain_memory else False
-    cfg = Config()
     default_threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    peak1 = matmul_gflops()
-    flops = step_flops(cfg)
+    size = 1024 if device == "cpu" else 4096
+    peak1 = matmul_gflops(size, device=device)
+    flops = step_flops(Config())
     torch.set_num_threads(threads)
     r = measure(cfg, steps, PATHS if compile else PATHS[:2])
+    time_kind = "CPU time" if device == "cpu" else "wall time, the device synchronised"
     lines = [f"torch {torch.__version__}, {threads} of {default_threads} threads, device {cfg.device}",
-             f"single-thread fp32 matmul (1024^3): {peak1:.1f} GFLOP/s",
+             f"{'single-thread ' if device == 'cpu' else ''}fp32 matmul ({size}^3): {peak1:.1f} GFLOP/s",
              f"one training step (default config, batch {cfg.batch_size}): {flops / 1e6:.1f} MFLOP forward+backward; "
              f"sampling its batch {r['sampling']['step'] * 1e3:.2f} ms",
-             "previous: the eager path before issue 16 (bench._previous_logits); rates are CPU time, medians of "
-             "interleaved rounds",
+             f"previous: the eager path before issue 16 (bench._previous_logits); rates are {time_kind}, medians "
+             "of interleaved rounds",
              f"with eval: steps/s including one evaluation every {cfg.eval_every} steps (as training runs)",
              "faults: minor page faults per training step (fresh pages the kernel maps and zeroes)",
              "allocator: " + ("glibc keeps freed memory, as in training (trainer.retain_freed_memory)" if retained
@@ -190,5 +232,10 @@ def report(steps: int = 300, threads: int = 1, compile: bool = True, retain_memo
                      f"{achieved:>8.1f} {achieved / peak1:>8.0%} {p['eval'] * 1e3:>8.1f} "
                      f"{prev['eval'] / p['eval']:>7.2f} {with_eval:>10.1f} {with_eval / prev_with_eval:>7.2f} "
                      f"{p['warmup']:>10.1f} {p['faults']:>7.0f}")
+    lines += ["ensemble (icl_meta.ensemble, eager): E runs in one process, runs x steps/s against the eager "
+              "path's steps/s", f"{'E':>9} {'runs x steps/s':>15} {'x eager':>8}"]
+    for size in ENSEMBLE_SIZES:
+        rate = size / ensemble_seconds(cfg, size, steps)
+        lines.append(f"{size:>9} {rate:>15.1f} {rate * eager['step']:>8.2f}")
     torch.set_num_threads(default_threads)
     return "\n".join(lines)

@@ -171,7 +171,7 @@ def _make_out(out: str) -> None:
 def _run_all(jobs: list[Job], args: argparse.Namespace, header: str) -> None:
     """Train the jobs, in order, on the executor the flags choose, printing one line per run (runs another
     process is training are skipped, with a line saying so)."""
-    from .executors import dask_executor, local_executor, run_jobs, slurm_executor
+    from .executors import dask_executor, group_jobs, local_executor, run_jobs, slurm_executor
 
     if args.executor == "local":
         executor, where = local_executor(args.jobs), f"{args.jobs} local processes at a time"
@@ -182,19 +182,25 @@ def _run_all(jobs: list[Job], args: argparse.Namespace, header: str) -> None:
         executor, where = dask_executor(args.dask_address), f"the Dask cluster at {args.dask_address}"
     else:
         raise ValueError("--dask-address must name the Dask scheduler (e.g. tcp://host:8786) with --executor dask")
+    work = group_jobs(jobs, args.ensemble)
+    if len(work) < len(jobs):
+        where += f", compatible runs as ensembles of up to {args.ensemble} ({len(work)} jobs)"
     print(f"{header}, on {where}", flush=True)
     if isinstance(executor, Executor):
         with executor:
-            run_jobs(jobs, executor, args.progress)
+            run_jobs(work, executor, args.progress)
     else:
-        run_jobs(jobs, executor, args.progress)
+        run_jobs(work, executor, args.progress)
 
 
 def cmd_sweeps(args: argparse.Namespace, argv: list[str]) -> None:
     from .sweeps import SWEEP_NAMES, plan
 
-    jobs = [Job(cfg.to_dict(), str(out), args.threads, args.compile, _command(argv))
-            for cfg, out in plan(args.out, tuple(args.names) or SWEEP_NAMES, tuple(args.seeds), args.steps)]
+    from .trainer import check_arguments
+
+    runs = plan(args.out, tuple(args.names) or SWEEP_NAMES, tuple(args.seeds), args.steps, args.device)
+    check_arguments(runs[0][0], args.threads)  # a device this machine lacks is refused before any run
+    jobs = [Job(cfg.to_dict(), str(out), args.threads, args.compile, _command(argv)) for cfg, out in runs]
     _make_out(args.out)
     _run_all(jobs, args, f"sweeps: {len(jobs)} runs into {args.out}")
 
@@ -218,7 +224,7 @@ def cmd_phases(args: argparse.Namespace, argv: list[str]) -> None:
 def cmd_bench(args: argparse.Namespace, argv: list[str]) -> None:
     from .bench import report
 
-    print(report(args.steps, args.threads, args.compile, args.retain_memory))
+    print(report(args.steps, args.threads, args.compile, args.retain_memory, args.device))
 
 
 def add_pool_flags(p: argparse.ArgumentParser, out_help: str) -> None:
@@ -236,6 +242,9 @@ def add_pool_flags(p: argparse.ArgumentParser, out_help: str) -> None:
     p.add_argument("--slurm-partition", default=None, help="SLURM partition (default: the cluster's)")
     p.add_argument("--slurm-minutes", type=_int_at_least(1), default=24 * 60, help="time limit of each job")
     p.add_argument("--dask-address", default=None, help="address of the Dask scheduler (with --executor dask)")
+    p.add_argument("--ensemble", type=_int_at_least(1), default=1,
+                   help="train up to this many compatible runs as one batched model per job (icl_meta.ensemble, "
+                        "eager): pays on a GPU, not on one CPU core (see icl-meta bench); default 1, each run alone")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -261,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("names", nargs="*", help="sweeps to run (default: all; order: icl_meta.sweeps.plan)")
     w.add_argument("--steps", type=_int_at_least(1), default=None,
                    help=f"cap of each run; it stops earlier once it holds 99%% (default {CAP:,})")
+    w.add_argument("--device", default="cpu", help='"cpu" (default) or a CUDA device such as "cuda"')
     add_pool_flags(w, "directory holding one directory per sweep")
     w.set_defaults(func=cmd_sweeps)
     b = sub.add_parser("bench", help="training steps/s and the fraction of matmul throughput reached")
@@ -270,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="add the compiled path beside the eager one (default on)")
     b.add_argument("--retain-memory", action=argparse.BooleanOptionalAction, default=True,
                    help="let glibc keep freed memory, as training does (default on; off: the allocator's defaults)")
+    b.add_argument("--device", default="cpu", help='"cpu" (default) or a CUDA device such as "cuda"')
     b.set_defaults(func=cmd_bench)
     ph = sub.add_parser("phases", help="print phase transitions and plateau levels of a run")
     ph.add_argument("run")

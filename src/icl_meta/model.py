@@ -110,18 +110,26 @@ class _SoftmaxAttention(torch.autograd.Function):
     it on transposed. The fused kernel (scaled_dot_product_attention) was slower still at this size.
     """
 
-    @staticmethod
-    def forward(ctx, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor | None, bias: torch.Tensor, scale: float,
-                gate: torch.Tensor | None) -> torch.Tensor:
-        att = torch.softmax(torch.baddbmm(bias, q, k.transpose(1, 2), alpha=scale), dim=-1)
-        gated = att if gate is None else att * gate
-        ctx.save_for_backward(q, k, v, att, gated, gate)
-        ctx.scale = scale
-        return torch.bmm(gated, k if v is None else v)
+    generate_vmap_rule = True  # the ensemble trainer vmaps the model (icl_meta.ensemble)
 
     @staticmethod
-    def backward(ctx, dout: torch.Tensor):
-        q, k, v, att, gated, gate = ctx.saved_tensors
+    def forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor | None, bias: torch.Tensor, scale: float,
+                gate: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The output, and the weights before the gate for the backward (not differentiable)."""
+        att = torch.softmax(torch.baddbmm(bias, q, k.transpose(1, 2), alpha=scale), dim=-1)
+        return torch.bmm(att if gate is None else att * gate, k if v is None else v), att
+
+    @staticmethod
+    def setup_context(ctx, inputs: tuple, output: tuple) -> None:
+        q, k, v, _, scale, gate = inputs
+        ctx.mark_non_differentiable(output[1])
+        ctx.save_for_backward(q, k, v, output[1], gate)
+        ctx.scale = scale
+
+    @staticmethod
+    def backward(ctx, dout: torch.Tensor, _datt: None):
+        q, k, v, att, gate = ctx.saved_tensors
+        gated = att if gate is None else att * gate
         dgated = torch.bmm(dout, (k if v is None else v).transpose(1, 2))
         ds = torch._softmax_backward_data(dgated if gate is None else dgated * gate, att, -1, att.dtype)
         if ctx.scale != 1:
@@ -208,11 +216,12 @@ class Attention(nn.Module):
         bias, gate = bias[rows], (None if gate is None else gate[rows])
         if H == 1:  # einsum's permutes and reshapes cost more than these products at this size
             qk = (xr.reshape(Bn * R, d) @ wq @ wk.T).view(Bn, R, d)
-            z = _SoftmaxAttention.apply(qk, x, None, bias, scale, gate)
+            z = _SoftmaxAttention.apply(qk, x, None, bias, scale, gate)[0]
             return (z.view(Bn * R, d) @ wv).view(Bn, R, d)
         wq, wk, wv = (w.view(d, H, d // H) for w in (wq, wk, wv))
         qk = torch.einsum("bhrc,dhc->bhrd", torch.einsum("brd,dhc->bhrc", xr, wq), wk).reshape(Bn, H * R, d)
-        z = _SoftmaxAttention.apply(qk, x, None, bias.repeat(H, 1), scale, None if gate is None else gate.repeat(H, 1))
+        z = _SoftmaxAttention.apply(qk, x, None, bias.repeat(H, 1), scale,
+                                    None if gate is None else gate.repeat(H, 1))[0]
         return torch.einsum("bhrd,dhc->brhc", z.view(Bn, H, R, d), wv).reshape(Bn, R, d)
 
     def _all_rows(self, x: torch.Tensor, bias: torch.Tensor, proj: torch.Tensor | None,
@@ -223,7 +232,7 @@ class Attention(nn.Module):
         q, k, v = (x @ self.w_qkv if proj is None else proj).split(d, -1)
         if H > 1:  # heads into the batch: [B, S, H * dh] -> [B * H, S, dh], and back after
             q, k, v = (t.view(Bn, S, H, d // H).transpose(1, 2).reshape(Bn * H, S, d // H) for t in (q, k, v))
-        out = _SoftmaxAttention.apply(q, k, v, bias, scale, gate)
+        out = _SoftmaxAttention.apply(q, k, v, bias, scale, gate)[0]
         return out if H == 1 else out.view(Bn, H, S, d // H).transpose(1, 2).reshape(Bn, S, d)
 
 
@@ -273,6 +282,7 @@ class Model(nn.Module):
         S = cfg.seq_len
         self.register_buffer("order", torch.cat([torch.arange(0, S, 2), torch.arange(1, S, 2)]), persistent=False)
         self.blocked_rows = slice(int(self.rows[0]) // 2, int(self.rows[-1]) // 2 + 1)
+        self.vmapped = False  # set by the ensemble trainer, which calls forward under torch.func.vmap
 
     def _interleave(self, items: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Rows [B, N+1, *] of items and [B, N, *] of labels into sequence order x_1, l_1, ..., x_q."""
@@ -294,12 +304,16 @@ class Model(nn.Module):
 
     def embed_blocked(self, batch: Batch) -> torch.Tensor:
         """embed(batch) in blocked order (see forward): the N+1 item tokens, then the N label tokens. The item
-        tokens are written into one zeroed tensor, with no one-hot tensor built."""
+        tokens are written into one zeroed tensor, with no one-hot tensor built (unless vmapped)."""
         x = batch.items
         D = x.shape[-1]
-        items = x.new_zeros(*x.shape[:2], self.cfg.d_model)
-        items[..., :D] = x
-        items[..., D:].scatter_(-1, batch.positions[..., None], 1.0)
+        if self.vmapped:  # torch.func.vmap has no batching rule for scatter_ (it would loop over the members)
+            one_hot = batch.positions[..., None] == torch.arange(self.cfg.pos_dim, device=x.device)
+            items = torch.cat([x, one_hot.to(x.dtype)], dim=-1)
+        else:
+            items = x.new_zeros(*x.shape[:2], self.cfg.d_model)
+            items[..., :D] = x
+            items[..., D:].scatter_(-1, batch.positions[..., None], 1.0)
         return torch.cat([items, F.embedding(batch.labels, self.label_emb)], dim=1)
 
     def embed_proj_blocked(self, batch: Batch, w: torch.Tensor) -> torch.Tensor:
@@ -348,8 +362,12 @@ class Model(nn.Module):
 
 def loss_and_correct(model: Model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean cross-entropy over the readout positions, and a bool [B] of correct query predictions."""
-    logits = model(batch)
-    if model.cfg.readout == "all_labels":
+    return readout_loss(model.cfg.readout, model(batch), batch)
+
+
+def readout_loss(readout: str, logits: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """loss_and_correct from the logits [B, R, L] of a model whose readout is `readout`."""
+    if readout == "all_labels":
         targets = torch.cat([batch.labels, batch.target[:, None]], dim=1)
     else:
         targets = batch.target[:, None]

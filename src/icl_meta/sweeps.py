@@ -100,13 +100,14 @@ def sweep(name: str) -> Sweep:
 
 
 def plan(out: str | Path, names: tuple[str, ...] = SWEEP_NAMES, seeds: tuple[int, ...] = (0,),
-         steps: int | None = None) -> list[tuple[Config, Path]]:
+         steps: int | None = None, device: str = "cpu") -> list[tuple[Config, Path]]:
     """Every (config, run directory) of the named sweeps, seed by seed, the OPEN_FIRST settings first and
-    the rest in QUEUE order; each run capped at `steps` (default: RUN_DEFAULTS'). All validated."""
+    the rest in QUEUE order; each run capped at `steps` (default: RUN_DEFAULTS') and trained on `device`. All
+    validated."""
     for name in names:
         sweep(name)
     order = [e for e in OPEN_FIRST if e in QUEUE] + [e for e in QUEUE if e not in OPEN_FIRST]
-    cap = {} if steps is None else {"steps": steps}
-    return [(Config(**{**RUN_DEFAULTS, **SWEEP_RUN_DEFAULTS.get(name, {}), **cap, "seed": seed, **changes}).validate(),
+    run = {"device": device, **({} if steps is None else {"steps": steps})}
+    return [(Config(**{**RUN_DEFAULTS, **SWEEP_RUN_DEFAULTS.get(name, {}), **run, "seed": seed, **changes}).validate(),
              Path(out) / name / setting_name({**changes, "seed": seed}))
             for seed in seeds for name, changes in order if name in names]

@@ -190,6 +190,27 @@ def _early_stop(cfg: Config, steps: list[float], acc: list[float]) -> bool:
     return steps[-1] >= max(cfg.early_stop_factor * held_since, held_since + cfg.eval_every)
 
 
+def check_arguments(cfg: Config, threads: int) -> None:
+    """Refuse, before any work, a config, a thread count or a device this machine cannot train."""
+    cfg.validate()
+    if not (isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1):
+        raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device must be 'cpu' on a machine without CUDA, got {cfg.device!r}")
+
+
+def open_run(cfg: Config, out: Path) -> Run | None:
+    """The finished run of cfg in out, returned without taking its lock; otherwise None, once out is a run
+    directory of cfg (made if missing, see _create) to be trained."""
+    if (out / "config.json").is_file():
+        run = load_run(out)
+        if run.config == cfg and run.provenance.get("finished"):
+            return run
+    else:
+        _create(out, cfg)
+    return None
+
+
 def train(cfg: Config, out: str | os.PathLike | None = None, progress: bool | None = None,
           command: str | None = None, threads: int = 1, compile: bool = False) -> Run:
     """Train cfg into the run directory `out` and return the loaded run.
@@ -206,11 +227,7 @@ def train(cfg: Config, out: str | os.PathLike | None = None, progress: bool | No
     run with DivergedError, leaving the directory resumable from its last saved state. Training lets glibc keep
     freed memory for the rest of the process (retain_freed_memory: fewer page faults, the same numbers).
     """
-    cfg.validate()
-    if not (isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1):
-        raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
-    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device must be 'cpu' on a machine without CUDA, got {cfg.device!r}")
+    check_arguments(cfg, threads)
     if out is None:
         out = Path(tempfile.mkdtemp(prefix="icl-meta-"))
         try:
@@ -221,12 +238,9 @@ def train(cfg: Config, out: str | os.PathLike | None = None, progress: bool | No
         weakref.finalize(run, shutil.rmtree, out, ignore_errors=True)
         return run
     out = Path(out)
-    if (out / "config.json").is_file():
-        run = load_run(out)  # a finished run of this config is returned without taking its lock
-        if run.config == cfg and run.provenance.get("finished"):
-            return run
-    else:
-        _create(out, cfg)
+    finished = open_run(cfg, out)
+    if finished is not None:
+        return finished
     retain_freed_memory()
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -237,106 +251,158 @@ def train(cfg: Config, out: str | os.PathLike | None = None, progress: bool | No
         torch.set_num_threads(previous)
 
 
-def _train(cfg: Config, out: Path, progress: bool | None, command: str | None, threads: int, compile: bool) -> Run:
-    """train() once out is a run directory whose lock this process holds."""
-    state, same = _prepare(out, cfg)
-    prov_path = out / "provenance.json"
-    if same and prov_path.exists() and read_json(prov_path)["finished"]:
-        return load_run(out)
-    progress = not os.environ.get("CI") if progress is None else progress
+class RunWriter:
+    """One run directory while it trains: its instance, data stream, evaluation sets, metrics window, checkpoints,
+    resume state, early stop and provenance. The single-run trainer (`train`) and the ensemble trainer
+    (`icl_meta.ensemble`) both drive one per run; how the parameters are updated is theirs.
 
-    inst = make_instance(cfg)
-    model = Model(cfg).to(cfg.device)
-    fast = runnable(model, compile)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr)
-    data = generator(cfg.seeds()["data"], cfg.device)
-    sets = eval_sets(inst, cfg)
-    keep = set(checkpoint_steps(cfg))
-    metrics: dict[str, list[float]] = defaultdict(list)
+    Made once out is a run directory whose lock this process holds. `finished`: it already holds this run,
+    finished (nothing else is then set). Otherwise `model` is the run's eager model (at its resumed state), and
+    the caller calls `begin`, then for every step `batch` and `add`, `log` whenever `add` says so, and `finish`.
+    `log` and `finish` read the parameters from `model`, which the caller keeps current."""
 
-    if state is None:
-        prov = provenance(cfg, command, threads, compile)
-        (out / "checkpoints").mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "config.json", cfg.to_json())
-        atomic_save_tensors(out / "instance.safetensors", {"means": inst.means, "table": inst.table})
-        atomic_write_text(prov_path, json.dumps(prov, indent=1))
-        step, elapsed = 0, 0.0
-        row = {"step": 0, "train_loss": float("nan"), "train_acc": float("nan"), **evaluate(fast, sets, model),
-               "time": 0.0}
-        for k, v in row.items():
-            metrics[k].append(v)
-        if 0 in keep:
-            atomic_save_tensors(checkpoint_path(out, 0), model.state_dict())
-    else:
-        step, elapsed = int(state.pop("step")), float(state.pop("elapsed"))
-        if step > cfg.steps:
-            raise ValueError(f"steps must be >= {step}, the step {out} was saved at, to resume it; got {cfg.steps}")
-        data.set_state(state.pop("rng").to(data.get_state().device))
-        model.load_state_dict(state)
+    def __init__(self, cfg: Config, out: Path, command: str | None, threads: int, compile: bool):
+        state, same = _prepare(out, cfg)
+        self.cfg, self.out, self.prov_path = cfg, out, out / "provenance.json"
+        self.finished = bool(same and self.prov_path.exists() and read_json(self.prov_path)["finished"])
+        if self.finished:
+            return
+        self.inst = make_instance(cfg)
+        self.model = Model(cfg).to(cfg.device)
+        self.data = generator(cfg.seeds()["data"], cfg.device)
+        self.sets = eval_sets(self.inst, cfg)
+        self.keep = set(checkpoint_steps(cfg))
+        self.metrics: dict[str, list[float]] = defaultdict(list)
+        self.window_loss = torch.zeros((), device=cfg.device)
+        self.window_correct = torch.zeros((), device=cfg.device)
+        self.window_n = 0
+        self.fresh = state is None
+        if state is None:
+            self.prov = provenance(cfg, command, threads, compile)
+            (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+            atomic_write_text(out / "config.json", cfg.to_json())
+            atomic_save_tensors(out / "instance.safetensors", {"means": self.inst.means, "table": self.inst.table})
+            atomic_write_text(self.prov_path, json.dumps(self.prov, indent=1))
+            self.step, self.elapsed = 0, 0.0
+            return
+        self.step, self.elapsed = int(state.pop("step")), float(state.pop("elapsed"))
+        if self.step > cfg.steps:
+            raise ValueError(f"steps must be >= {self.step}, the step {out} was saved at, to resume it; "
+                             f"got {cfg.steps}")
+        self.data.set_state(state.pop("rng").to(self.data.get_state().device))
+        self.model.load_state_dict(state)
         old = load_run(out).metrics
-        rows = old["step"] <= step
+        rows = old["step"] <= self.step
         for k, v in old.items():
-            metrics[k] = v[rows].tolist()
-        prov = read_json(prov_path)
-        prov["resumed_at"] = prov.get("resumed_at", []) + [step]
+            self.metrics[k] = v[rows].tolist()
+        prov = read_json(self.prov_path)
+        prov["resumed_at"] = prov.get("resumed_at", []) + [self.step]
         prov.setdefault("resume_threads", []).append(threads)
         prov.setdefault("resume_compiled", []).append(compile)
         prov.setdefault("resume_commands", []).append(recorded_command(command))
         prov.setdefault("resume_commits", []).append(git_commit())
         prov["finished"] = False  # until this resumption ends: a killed extension must resume again
-        atomic_write_text(prov_path, json.dumps(prov, indent=1))
+        self.prov = prov
+        atomic_write_text(self.prov_path, json.dumps(prov, indent=1))
         atomic_write_text(out / "config.json", cfg.to_json())
 
-    def save_state() -> None:
-        save_metrics(out / "metrics.safetensors", metrics)
-        resume = {"rng": data.get_state(), "step": torch.tensor(step),
-                  "elapsed": torch.tensor(elapsed + time.time() - t0)}
-        atomic_save_tensors(out / "state.safetensors", {**model.state_dict(), **resume})
+    def record(self, key: str, value) -> None:
+        """Append value to the provenance list `key` (e.g. how this (re)start trained) and write it."""
+        self.prov.setdefault(key, []).append(value)
+        atomic_write_text(self.prov_path, json.dumps(self.prov, indent=1))
 
-    t0 = time.time()
-    window_loss = torch.zeros((), device=cfg.device)
-    window_correct = torch.zeros((), device=cfg.device)
-    window_n = 0
-    bar = progress_bar(cfg.steps, step, progress, desc="train", unit="step", mininterval=1.0)
-    while step < cfg.steps:
-        batch = sample(inst, cfg, cfg.batch_size, data)
-        loss, correct = loss_and_correct(fast, batch)
+    def begin(self, fast: Model) -> None:
+        """Evaluate and checkpoint step 0 of a fresh run (through fast, the model or its compiled forward), then
+        start the clock."""
+        if self.fresh:
+            row = {"step": 0, "train_loss": float("nan"), "train_acc": float("nan"),
+                   **evaluate(fast, self.sets, self.model), "time": 0.0}
+            for k, v in row.items():
+                self.metrics[k].append(v)
+            if 0 in self.keep:
+                atomic_save_tensors(checkpoint_path(self.out, 0), self.model.state_dict())
+        self.t0 = time.time()
+
+    @property
+    def running(self) -> bool:
+        return self.step < self.cfg.steps
+
+    def batch(self) -> Batch:
+        """The next training batch of the run's data stream."""
+        return sample(self.inst, self.cfg, self.cfg.batch_size, self.data)
+
+    def add(self, loss: torch.Tensor, correct: torch.Tensor) -> bool:
+        """Count one step (its loss and its bool [B] of correct predictions); True when it is to be logged."""
+        self.step += 1
+        self.window_loss += loss.detach()
+        self.window_correct += correct.sum()
+        self.window_n += 1
+        return self.step % self.cfg.eval_every == 0 or self.step == self.cfg.steps
+
+    def log(self, fast: Model) -> bool:
+        """Evaluate (through fast), append the metrics row, keep a checkpoint and the resume state when due;
+        True once the run stops early. A non-finite loss raises DivergedError."""
+        cfg = self.cfg
+        row = {"step": self.step, "train_loss": self.window_loss.item() / self.window_n,
+               "train_acc": self.window_correct.item() / (self.window_n * cfg.batch_size),
+               **evaluate(fast, self.sets, self.model), "time": self.elapsed + time.time() - self.t0}
+        if not (math.isfinite(row["train_loss"]) and math.isfinite(row["loss"])):
+            raise DivergedError(_divergence(self.out, cfg, row, self.metrics))
+        for k, v in row.items():
+            self.metrics[k].append(v)
+        self.window_loss.zero_()
+        self.window_correct.zero_()
+        self.window_n = 0
+        stop = _early_stop(cfg, self.metrics["step"], self.metrics["acc"])
+        if self.step in self.keep or stop:
+            atomic_save_tensors(checkpoint_path(self.out, self.step), self.model.state_dict())
+        if self.step % cfg.save_every == 0:
+            self._save_state()
+        return stop
+
+    def _save_state(self) -> None:
+        save_metrics(self.out / "metrics.safetensors", self.metrics)
+        resume = {"rng": self.data.get_state(), "step": torch.tensor(self.step),
+                  "elapsed": torch.tensor(self.elapsed + time.time() - self.t0)}
+        atomic_save_tensors(self.out / "state.safetensors", {**self.model.state_dict(), **resume})
+
+    def finish(self) -> Run:
+        """Keep the last checkpoint and resume state, mark the run finished and return it loaded."""
+        if not checkpoint_path(self.out, self.step).exists():
+            atomic_save_tensors(checkpoint_path(self.out, self.step), self.model.state_dict())
+        self._save_state()
+        wall = round(self.elapsed + time.time() - self.t0, 2)
+        self.prov.update(finished=True, final_step=self.step, wall_time_s=wall,
+                         early_stopped=self.step < self.cfg.steps)
+        atomic_write_text(self.prov_path, json.dumps(self.prov, indent=1))
+        return load_run(self.out)
+
+
+def _train(cfg: Config, out: Path, progress: bool | None, command: str | None, threads: int, compile: bool) -> Run:
+    """train() once out is a run directory whose lock this process holds."""
+    run = RunWriter(cfg, out, command, threads, compile)
+    if run.finished:
+        return load_run(out)
+    progress = not os.environ.get("CI") if progress is None else progress
+    model = run.model
+    fast = runnable(model, compile)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr)
+    run.begin(fast)
+    bar = progress_bar(cfg.steps, run.step, progress, desc="train", unit="step", mininterval=1.0)
+    while run.running:
+        loss, correct = loss_and_correct(fast, run.batch())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        step += 1
-        window_loss += loss.detach()
-        window_correct += correct.sum()
-        window_n += 1
-        if step % cfg.eval_every and step != cfg.steps:
+        if not run.add(loss, correct):
             continue
-        row = {"step": step, "train_loss": window_loss.item() / window_n,
-               "train_acc": window_correct.item() / (window_n * cfg.batch_size), **evaluate(fast, sets, model),
-               "time": elapsed + time.time() - t0}
-        if not (math.isfinite(row["train_loss"]) and math.isfinite(row["loss"])):
-            raise DivergedError(_divergence(out, cfg, row, metrics))
-        for k, v in row.items():
-            metrics[k].append(v)
-        window_loss.zero_()
-        window_correct.zero_()
-        window_n = 0
-        bar.update(step - bar.n)
-        bar.set_postfix(acc=f"{row['acc']:.3f}", refresh=False)
-        stop = _early_stop(cfg, metrics["step"], metrics["acc"])
-        if step in keep or stop:
-            atomic_save_tensors(checkpoint_path(out, step), model.state_dict())
-        if step % cfg.save_every == 0:
-            save_state()
+        stop = run.log(fast)
+        bar.update(run.step - bar.n)
+        bar.set_postfix(acc=f"{run.metrics['acc'][-1]:.3f}", refresh=False)
         if stop:
             break
     bar.close()
-    if not checkpoint_path(out, step).exists():
-        atomic_save_tensors(checkpoint_path(out, step), model.state_dict())
-    save_state()
-    prov.update(finished=True, final_step=step, wall_time_s=round(elapsed + time.time() - t0, 2),
-                early_stopped=step < cfg.steps)
-    atomic_write_text(prov_path, json.dumps(prov, indent=1))
-    return load_run(out)
+    return run.finish()
 
 
 def retrain_start(run: Run, steps: int, out: str | os.PathLike | None = None, progress: bool | None = None,
