@@ -294,8 +294,23 @@ def test_control_checks_stay_open_until_three_seeds_are_shipped(monkeypatch, def
     monkeypatch.setattr(mc, "control_runs", lambda name: runs[:2])
     assert all(c.ok is None and "still training" in c.why for c in mc.control_checks(256))
     monkeypatch.setattr(mc, "control_runs", lambda name: runs)
-    decided = mc.control_checks(256)
+    verdicts = mc.control_verdicts(256)
+    assert verdicts == {name: 0 for name in mc.CONTROLS}
+    decided = mc.control_checks(256, verdicts)
     assert all(c.ok is False and c.ours == "seen in 0 of 3 seeds" for c in decided)
+
+
+def test_controls_conclusion_follows_the_predictions_fixed_before_the_runs():
+    """Open while a control trains; a control with the circuit in every seed explains the difference; in some
+    seeds, possible not certain; in none, neither explains it, and what follows for the figures is said."""
+    names = list(mc.CONTROLS)
+    assert "Not decided yet" in mc.controls_conclusion({names[0]: None, names[1]: 0})
+    text = mc.controls_conclusion({names[0]: 3, names[1]: 0})
+    assert "appears in every seed under **query rule**" in text
+    assert "some seeds only, under **query rule** (1 of 3 seeds)" in mc.controls_conclusion({names[0]: 1, names[1]: 0})
+    text = mc.controls_conclusion({names[0]: 0, names[1]: 0})
+    assert "Neither control brings the paper's FCC circuit" in text
+    assert all(f in text for f in ("*Table 1:*", "*Fig. 4:*", "*Fig. 6:*"))
 
 
 def test_default_check_says_what_was_seen_instead(default_runs):
