@@ -300,6 +300,23 @@ def test_control_checks_stay_open_until_three_seeds_are_shipped(monkeypatch, def
     assert all(c.ok is False and c.ours == "seen in 0 of 3 seeds" for c in decided)
 
 
+def test_long_run_check_is_open_until_the_run_reaches_its_steps(monkeypatch, default_runs):
+    """Control (c): open while not shipped or short of LONG_STEPS; then fcc_seen at its last checkpoint decides
+    (seed 0 of the default stands in for it here), and chunk_along reads every checkpoint from step 10^5."""
+    runs, batches = default_runs
+    monkeypatch.setattr(mc, "control_runs", lambda name: [])
+    c = mc.long_run_check(256)
+    assert c.ok is None and "still training" in c.why and "control" in c.what
+    monkeypatch.setattr(mc, "control_runs", lambda name: [runs[0]] if name == mc.LONG_RUN else [])
+    assert mc.long_run() is None  # shipped, but short of LONG_STEPS
+    monkeypatch.setattr(mc, "LONG_STEPS", int(runs[0].steps[-1]))
+    c = mc.long_run_check(256)
+    assert c.ok is False and c.ours == f"not seen at step {int(runs[0].steps[-1]):,}"
+    rows = _rows(mc.chunk_along(runs[0], batches[0]))[2:]
+    assert [int(r[0].replace(",", "")) for r in rows] == [s for s in runs[0].checkpoint_steps if s >= 100_000]
+    assert all(len(r[1].split(",")) == runs[0].config.num_tasks for r in rows)
+
+
 def test_controls_conclusion_follows_the_predictions_fixed_before_the_runs():
     """Open while a control trains; a control with the circuit in every seed explains the difference; in some
     seeds, possible not certain; in none, neither explains it, and what follows for the figures is said."""
@@ -309,7 +326,7 @@ def test_controls_conclusion_follows_the_predictions_fixed_before_the_runs():
     assert "appears in every seed under **query rule**" in text
     assert "some seeds only, under **query rule** (1 of 3 seeds)" in mc.controls_conclusion({names[0]: 1, names[1]: 0})
     text = mc.controls_conclusion({names[0]: 0, names[1]: 0})
-    assert "Neither control brings the paper's FCC circuit" in text
+    assert "Neither (a) nor (b) brings the paper's FCC circuit" in text
     assert all(f in text for f in ("*Table 1:*", "*Fig. 4:*", "*Fig. 6:*"))
 
 

@@ -11,7 +11,7 @@ from .architecture_claims import block_checks, depth_checks, head_checks, readou
 from .chapter import mean_ceilings
 from .claims import (circuit_checks, induction_checks, paper_rule_check, phase_checks, random_label_checks,
                      restricted_checks, restricted_runs, scc_theory_checks, surgery_checks)
-from .mechanism_claims import control_checks, default_check, fresh_batch
+from .mechanism_claims import control_checks, default_check, fresh_batch, long_run_check
 from .paper import CHAPTER_CLAIMS
 from .report import Check, md_cell
 from .sweep_claims import DATA_CHAPTERS, MAPS, data_checks, map_checks
@@ -51,7 +51,7 @@ def dashboard(n_mc: int = 5_000) -> list[tuple[str, Check]]:
         "14. Depth and blocks": (depth_checks(varied(swept, ("n_layers",))) + block_checks(varied(swept, ("block",)))
                                  + readout_checks(varied(swept, ("readout",)))),
         "15. The Phase-3 mechanism": ([default_check(runs, [fresh_batch(r, MECHANISM_N) for r in runs])]
-                                      + control_checks(MECHANISM_N)),
+                                      + control_checks(MECHANISM_N) + [long_run_check(MECHANISM_N)]),
     }
     return [(where, c) for where in CHAPTER_CLAIMS for c in checks[where]]
 

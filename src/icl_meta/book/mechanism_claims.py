@@ -28,6 +28,9 @@ CONTROLS = {"query_rule-uniform": ("query rule: uniform over all K (authors' cod
             "classifier_init-torch_linear": ("classifier init: nn.Linear default (authors' code)",
                                              {"classifier_init": "torch_linear"})}
 CONTROL_SEEDS = 3
+# Control (c): the default setting's seed 0 trained on, without early stop, to LONG_STEPS (shipped as
+# artifacts/controls/default-long__seed-0 with its log-spaced checkpoints).
+LONG_RUN, LONG_STEPS = "default-long", 1_000_000
 
 
 def fresh_batch(run: Run, n: int) -> Batch:
@@ -212,10 +215,44 @@ def control_checks(n: int, verdicts: dict[str, int | None] | None = None) -> lis
     return out
 
 
+def long_run() -> Run | None:
+    """Control (c) once shipped at LONG_STEPS; None while it trains."""
+    runs = control_runs(LONG_RUN)
+    return runs[0] if runs and runs[0].steps[-1] >= LONG_STEPS else None
+
+
+def long_run_check(n: int) -> Check:
+    """Control (c): does the paper's FCC circuit appear once the default (seed 0) trains on to LONG_STEPS?
+    fcc_seen on n fresh sequences at its last checkpoint; open while the run trains."""
+    what = f"the paper's FCC circuit appears under the control 'the default trained on to {LONG_STEPS:,} steps'"
+    run = long_run()
+    if run is None:
+        return Check(what, "FCC in Phase 3 (Table 1)", "not shipped yet", "seed 0", None,
+                     "the control run is still training")
+    seen = bool(fcc_seen(run.model(), fresh_batch(run, n))["seen"])
+    return Check(what, "FCC in Phase 3 (Table 1)", f"{'seen' if seen else 'not seen'} at step {run.steps[-1]:,}",
+                 "seed 0", seen, "" if seen else "layer 1's Chunk Example stays below threshold in some task")
+
+
+def chunk_along(run: Run, batch: Batch) -> str:
+    """Markdown: layer 1's Chunk Example per task at every checkpoint of run from step 10^5 on (the question of
+    control (c): does it keep rising, in every task, after the early-stop point?), with its uniform value and
+    the pattern threshold."""
+    N = run.config.num_seq
+    steps = [s for s in run.checkpoint_steps if s >= 100_000]
+    lines = [f"| step | L1 Chunk Example by task (uniform {uniform_metrics(N)['chunk_example']:.2f}, threshold "
+             f"{pattern_thresholds(N)['chunk_example']:.2f}) |", "|---|---|"]
+    for step in steps:
+        model = run.model(step)
+        by_task = chunk_by_task(model, batch, attention_weights(model, batch))["L1 chunk_example"]
+        lines.append(f"| {step:,} | " + ", ".join(f"{v:.2f}" for v in by_task) + " |")
+    return "\n".join(lines)
+
+
 def controls_conclusion(verdicts: dict[str, int | None]) -> str:
-    """Markdown: what the controls' verdicts say about the cause, and what follows for Table 1, Fig. 4 and Fig. 6,
-    read by the predictions the chapter wrote down before the runs (a change that brings the paper's circuit
-    in every seed explains the difference; one that brings it in none does not)."""
+    """Markdown: what the verdicts of controls (a) and (b) say about the cause, and what follows for Table 1,
+    Fig. 4 and Fig. 6, read by the predictions the chapter wrote down before the runs (a change that brings the
+    paper's circuit in every seed explains the difference; one that brings it in none does not)."""
     label = {name: f"**{text.split(':')[0]}**" for name, (text, _) in CONTROLS.items()}
     training = [label[c] for c, v in verdicts.items() if v is None]
     if training:
@@ -229,18 +266,19 @@ def controls_conclusion(verdicts: dict[str, int | None]) -> str:
                 "layer-1 Chunk Example are then to be read on those runs, and Fig. 6's random-label accuracy with "
                 "them.")
     found = (f"The paper's circuit appears in some seeds only, under {' and '.join(some)}: the change makes it "
-             "possible, not certain." if some else "Neither control brings the paper's FCC circuit: every seed of "
+             "possible, not certain." if some else "Neither (a) nor (b) brings the paper's FCC circuit: every seed of "
              "both shows the default's task-dependent gate (a Chunk Example above uniform in some tasks and below "
              "it in others).")
     return (f"**Verdict.** {found} Neither the query rule nor the classifier's initialisation explains, alone, why "
-            "our Phase-3 circuit differs from the paper's; what is left is what the third prediction named, e.g. how "
-            "long the authors trained or the batch their metric averaged.\n\n**What follows.** *Table 1:* the FCC "
-            "row stays not matched in our setting; the model uses the FCC's edges, as a gate rather than a chunk. "
-            "*Fig. 4:* the batch-mean layer-1 Chunk Example does not rise with Phase 3 in our runs because the "
-            "gate's per-task weights average out; split by task (Figure 15.2) it rises in some task and falls in "
-            "another. *Fig. 6:* the fall of random-label accuracy in Phase 3 (chapter 6) is consistent with the gate: "
-            "its weights are computed from (item, label) pairs, and shuffled pairs give false evidence about the "
-            "task, where a circuit reading only the label multiset would be unaffected.")
+            "our Phase-3 circuit differs from the paper's; what is left is what the last prediction named: how long "
+            "the authors trained (control (c), the table's last row) or the batch their metric averaged.\n\n"
+            "**What follows.** *Table 1:* the FCC row stays not matched in our setting; the model uses the FCC's "
+            "edges, as a gate rather than a chunk. *Fig. 4:* the batch-mean layer-1 Chunk Example does not rise with "
+            "Phase 3 in our runs because the gate's per-task weights average out; split by task (Figure 15.2) it "
+            "rises in some task and falls in another. *Fig. 6:* the fall of random-label accuracy in Phase 3 "
+            "(chapter 6) is consistent with the gate: its weights are computed from (item, label) pairs, and "
+            "shuffled pairs give false evidence about the task, where a circuit reading only the label multiset "
+            "would be unaffected.")
 
 
 def default_check(runs: list[Run], batches: list[Batch]) -> Check:
