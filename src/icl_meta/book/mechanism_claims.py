@@ -257,7 +257,7 @@ def controls_conclusion(verdicts: dict[str, int | None]) -> str:
     training = [label[c] for c, v in verdicts.items() if v is None]
     if training:
         return (f"**Not decided yet:** {' and '.join(training)} still training; the verdict and what follows "
-                "for Table 1, Fig. 4 and Fig. 6 are written here once every control has three seeds in Phase 3.")
+                "for Table 1, Fig. 4 and Fig. 6 are written here once (a) and (b) each have three seeds in Phase 3.")
     every = [label[c] for c, v in verdicts.items() if v == CONTROL_SEEDS]
     some = [f"{label[c]} ({v} of {CONTROL_SEEDS} seeds)" for c, v in verdicts.items() if 0 < v < CONTROL_SEEDS]
     if every:
@@ -266,9 +266,9 @@ def controls_conclusion(verdicts: dict[str, int | None]) -> str:
                 "layer-1 Chunk Example are then to be read on those runs, and Fig. 6's random-label accuracy with "
                 "them.")
     found = (f"The paper's circuit appears in some seeds only, under {' and '.join(some)}: the change makes it "
-             "possible, not certain." if some else "Neither (a) nor (b) brings the paper's FCC circuit: every seed of "
-             "both shows the default's task-dependent gate (a Chunk Example above uniform in some tasks and below "
-             "it in others).")
+             "possible, not certain." if some else "Neither (a) nor (b) brings the paper's FCC circuit: in every seed "
+             "of both, layer 1's Chunk Example stays below threshold in some task (the readouts above show how it "
+             "splits by task).")
     return (f"**Verdict.** {found} Neither the query rule nor the classifier's initialisation explains, alone, why "
             "our Phase-3 circuit differs from the paper's; what is left is what the last prediction named: how long "
             "the authors trained (control (c), the table's last row) or the batch their metric averaged.\n\n"
