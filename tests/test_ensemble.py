@@ -62,6 +62,18 @@ def test_members_resume_from_different_steps(tmp_path, references):
         assert_same_run(run, ref)
 
 
+def test_a_member_killed_after_its_last_step_is_only_finished(tmp_path, references, monkeypatch):
+    """A member whose resume state is at its last step, not yet marked finished, takes no further step."""
+    outs = [tmp_path / f"m{i}" for i in range(2)]
+    monkeypatch.setattr(RunWriter, "finish", lambda self: None)  # killed before finishing
+    train(MEMBERS[0], outs[0], progress=False)
+    monkeypatch.undo()
+    runs = train_ensemble(MEMBERS[:2], outs, progress=False)
+    assert runs[0].provenance["finished"] and runs[0].steps[-1] == MEMBERS[0].steps
+    for run, ref in zip(runs, references):
+        assert_same_run(run, ref)
+
+
 def test_a_diverged_member_does_not_stop_the_others(tmp_path, references, monkeypatch):
     log = RunWriter.log
 

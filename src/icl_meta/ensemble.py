@@ -127,6 +127,11 @@ def _train_members(writers: list[RunWriter], progress: bool | None) -> None:
     for w in active:
         w.record("ensemble", len(active))
         w.begin(w.model)
+        if not w.running:  # killed after its last step, before it was marked finished
+            w.finish()
+    active = [w for w in active if w.running]
+    if not active:
+        return
     bar = progress_bar(sum(w.cfg.steps - w.step for w in active), 0, progress, desc=f"train {len(active)} runs",
                        unit="step", mininterval=1.0)
     diverged: dict[RunWriter, str] = {}
