@@ -66,6 +66,12 @@ def _short(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit - 1].rstrip() + "…"
 
 
+def _breakable(text: str) -> str:
+    """text with a zero-width space after every "_" and "/", so that identifiers such as label_attention may wrap
+    there: no single word then sets a column's width, and the table fits the rendered page's content column."""
+    return text.replace("_", "_\u200b").replace("/", "/\u200b")
+
+
 def dashboard_summary(rows: list[tuple[str, Check]]) -> str:
     """Markdown: the ✓ / ✗ / ○ counts over every check, then per chapter with the paper figures it
     reproduces."""
@@ -86,14 +92,15 @@ def dashboard_table(rows: list[tuple[str, Check]]) -> str:
     """The dashboard as Markdown, one line per check, grouped by the paper figures a chapter reproduces:
     verdict first (a mark that survives grey-scale, and its words), the paper figure (named on the first
     row of its group), the claim, what the paper reports, ours with the reason for a ✗ or an open
-    verdict, and the seeds. Cells are kept short (CELL_LIMITS) so that the table fits the page."""
+    verdict, and the seeds. Cells are kept short (CELL_LIMITS) and may wrap inside identifiers (_breakable) so
+    that the table fits the page."""
     lines = ["| verdict | paper figure (chapter) | claim | paper | ours | seeds |", "|---|---|---|---|---|---|"]
     previous = None
     for where, c in rows:
         figure = f"{CHAPTER_CLAIMS[where][0]} (ch. {where.split('.')[0]})" if where != previous else ""
         previous = where
-        ours = _short(c.ours, CELL_LIMITS["ours"]) + (f" — *{c.why}*" if c.why else "")
-        cells = (c.verdict, figure, _short(c.what, CELL_LIMITS["claim"]), _short(c.paper, CELL_LIMITS["paper"]),
-                 ours, c.seeds)
+        ours = _breakable(_short(c.ours, CELL_LIMITS["ours"])) + (f" — *{_breakable(c.why)}*" if c.why else "")
+        cells = (c.verdict, _breakable(figure), _breakable(_short(c.what, CELL_LIMITS["claim"])),
+                 _breakable(_short(c.paper, CELL_LIMITS["paper"])), ours, _breakable(c.seeds))
         lines.append("| " + " | ".join(md_cell(x) for x in cells) + " |")
     return "\n".join(lines)
