@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from .config import Config
-from .ensemble import gradient_step, stack_parameters, stacked_batch
+from .ensemble import gradient_step, sgd_step, stack_parameters
 from .model import Model, loss_and_correct
 from .task import Batch, eval_sets, generator, make_instance, sample
 from .trainer import check_arguments, evaluate, retain_freed_memory, runnable
@@ -103,8 +103,8 @@ def matmul_gflops(n: int = 1024, reps: int = 20, device: str = "cpu") -> float:
 
 def _seconds(fns: dict[str, Callable[[], object]], reps: int, rounds: int = 5,
              now: Callable[[], float] = time.process_time) -> dict[str, float]:
-    """Median CPU seconds per call of each fn, timed in `rounds` interleaved rounds of reps // rounds calls after a
-    warm-up of reps // 10 (at least 3) calls each."""
+    """Median seconds (read from `now`: CPU time by default) per call of each fn, timed in `rounds` interleaved
+    rounds of reps // rounds calls after a warm-up of reps // 10 (at least 3) calls each."""
     for fn in fns.values():
         for _ in range(max(reps // 10, 3)):
             fn()
@@ -174,12 +174,10 @@ def ensemble_seconds(cfg: Config, size: int, steps: int) -> float:
     members = [cfg.replace(seed=s) for s in range(size)]
     insts, gens = [make_instance(c) for c in members], [generator(c.seeds()["data"], cfg.device) for c in members]
     params = stack_parameters([Model(c).to(cfg.device) for c in members])
-    values, grad = list(params.values()), gradient_step(Model(cfg).to(cfg.device))
+    grad = gradient_step(Model(cfg).to(cfg.device))
 
     def step():
-        grads, _ = grad(params, stacked_batch([sample(i, c, c.batch_size, g) for i, c, g in zip(insts, members, gens)]))
-        with torch.no_grad():
-            torch._foreach_add_(values, [grads[name] for name in params], alpha=-cfg.lr)
+        sgd_step(grad, params, [sample(i, c, c.batch_size, g) for i, c, g in zip(insts, members, gens)], cfg.lr)
 
     return _seconds({"ensemble": step}, max(steps // size, 10), rounds=3, now=clock(cfg.device))["ensemble"]
 

@@ -88,6 +88,16 @@ def stacked_batch(batches: list[Batch]) -> tuple[torch.Tensor, ...]:
     return tuple(torch.stack([getattr(b, name) for b in batches]) for name in BATCH_FIELDS)
 
 
+def sgd_step(grad, params: dict[str, torch.Tensor], batches: list[Batch],
+             lr: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """One training step of the ensemble: every member's gradient on its batch (grad: from gradient_step), then
+    plain SGD on the stacked params in place. Returns the loss [E] and the bool [E, B] of correct predictions."""
+    grads, (loss, correct) = grad(params, stacked_batch(batches))
+    with torch.no_grad():
+        torch._foreach_add_(list(params.values()), [grads[name] for name in params], alpha=-lr)
+    return loss, correct
+
+
 def train_ensemble(cfgs: list[Config], outs: list[str | os.PathLike], progress: bool | None = None,
                    command: str | None = None, threads: int = 1) -> list[Run]:
     """Train every cfgs[i] into outs[i] as one ensemble and return the loaded runs, in order.
@@ -123,7 +133,7 @@ def _train_members(writers: list[RunWriter], progress: bool | None) -> None:
         return
     progress = not os.environ.get("CI") if progress is None else progress
     lr = active[0].cfg.lr
-    step = gradient_step(Model(active[0].cfg).to(active[0].cfg.device))
+    grad = gradient_step(Model(active[0].cfg).to(active[0].cfg.device))
     for w in active:
         w.record("ensemble", len(active))
         w.begin(w.model)
@@ -137,12 +147,9 @@ def _train_members(writers: list[RunWriter], progress: bool | None) -> None:
     diverged: dict[RunWriter, str] = {}
     while active:
         params = stack_parameters([w.model for w in active])
-        values = list(params.values())
         ended: list[RunWriter] = []
         while not ended:
-            grads, (loss, correct) = step(params, stacked_batch([w.batch() for w in active]))
-            with torch.no_grad():
-                torch._foreach_add_(values, [grads[name] for name in params], alpha=-lr)
+            loss, correct = sgd_step(grad, params, [w.batch() for w in active], lr)
             bar.update(len(active))
             for i, w in enumerate(active):
                 if not w.add(loss[i], correct[i]):
