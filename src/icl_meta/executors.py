@@ -40,6 +40,11 @@ class Job:
 Work = Job | tuple[Job, ...]
 
 
+def members(work: Work) -> tuple[Job, ...]:
+    """The jobs of a unit of work: the job itself, or the jobs of an ensemble."""
+    return work if isinstance(work, tuple) else (work,)
+
+
 def _line(job: Job, run) -> str:
     return f"{job.out}: {run.provenance['final_step']:,} steps, final accuracy {run.metrics['acc'][-1]:.3f}"
 
@@ -52,7 +57,7 @@ def train_job(work: Work) -> str:
     from .runs import RunLocked
     from .trainer import train
 
-    jobs = work if isinstance(work, tuple) else (work,)
+    jobs = members(work)
     try:
         if isinstance(work, tuple):
             runs = train_ensemble([Config.from_dict(j.config) for j in jobs], [j.out for j in jobs], progress=False,
@@ -116,11 +121,11 @@ def run_jobs(jobs: list[Work], executor, progress: bool = False) -> list[str]:
     A run that fails (diverged, a damaged file, a lost worker) does not stop the others: its line says
     "failed", and once every job has ended RunsFailed names the failed runs (every run of a failed ensemble)."""
     futures = [executor.submit(train_job, job) for job in jobs]
-    runs = [j for job in jobs for j in (job if isinstance(job, tuple) else (job,))]
+    runs = [j for job in jobs for j in members(job)]
     lines, failed = [], []
     bar = progress_bar(len(runs), enabled=progress, desc="runs")
     for job, future in zip(jobs, futures):
-        outs = [j.out for j in (job if isinstance(job, tuple) else (job,))]
+        outs = [j.out for j in members(job)]
         try:
             lines += future.result().split("\n")
         except Exception as e:  # reported below, after the other runs
