@@ -328,6 +328,12 @@ def test_controls_conclusion_follows_the_predictions_fixed_before_the_runs():
     text = mc.controls_conclusion({names[0]: 0, names[1]: 0})
     assert "Neither (a) nor (b) brings the paper's FCC circuit" in text
     assert all(f in text for f in ("*Table 1:*", "*Fig. 4:*", "*Fig. 6:*"))
+    assert "still training" in text
+    text = mc.controls_conclusion({names[0]: 0, names[1]: 0}, long_seen=False)
+    assert "nor does training on to" in text and "FCC row stays not matched" in text and "still training" not in text
+    text = mc.controls_conclusion({names[0]: 0, names[1]: 0}, long_seen=True)
+    assert "the difference is how long the authors trained" in text
+    assert "FCC row is not matched at our early stop" in text
 
 
 def test_default_check_says_what_was_seen_instead(default_runs):
