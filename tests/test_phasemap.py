@@ -170,3 +170,37 @@ def test_a_pause_near_chance_is_no_phase():
     assert s.seen == (1, 2) and [p.index for p in s.plateaus] == [1, 2] and len(s.transitions) == 2
     smooth = summarise(run_with([0.03, 0.10, 1.0], [(300, 400), (3000, 50_000)]), CEIL)
     assert smooth.plateaus == [] and len(smooth.transitions) == 1 and smooth.seen == (3,)
+
+
+def test_map_cells_give_each_sequence_with_its_fraction_of_seeds():
+    """A map cell with several seeds names each phase sequence with the fraction of seeds showing it, most
+    common first (its colour); one seed keeps its robust reading; an empty cell was not run."""
+    from types import SimpleNamespace
+
+    from icl_meta.book.plots import cell_patterns, cell_text
+
+    def seed(seen, both=None):
+        return SimpleNamespace(seen=seen, both_text=both or " → ".join(map(str, seen)))
+
+    cell = [seed((1, 3)), seed((1, 2, 3)), seed((1, 2, 3))]
+    assert cell_patterns(cell) == [("1 → 2 → 3", 2), ("1 → 3", 1)]
+    assert cell_text(cell) == "1 → 2 → 3: 2/3\n1 → 3: 1/3"
+    assert cell_patterns([seed((1, 3)), seed((1, 2))])[0] == ("1 → 3", 1)  # a tie: the first seed's
+    assert cell_text([seed((1, 2), "1 → 2 [robust: 1]")]) == "1 → 2\n[robust: 1]"
+    assert cell_text([]) == "not run"
+
+
+def test_seed_spread_spans_the_seeds_on_the_steps_they_all_logged():
+    from types import SimpleNamespace
+
+    from icl_meta.book.plots import seed_spread
+
+    steps = np.arange(0, 500, 100)
+    runs = [SimpleNamespace(steps=steps[:n], metrics={"acc": a[:n]})
+            for n, a in ((5, np.array([0.1, 0.2, 0.5, 0.9, 1.0])), (4, np.array([0.1, 0.3, 0.4, 0.8])))]
+    at, lo, hi = seed_spread(runs, "acc")
+    assert np.array_equal(at, steps[:4])
+    assert np.allclose(lo, [0.1, 0.2, 0.4, 0.8]) and np.allclose(hi, [0.1, 0.3, 0.5, 0.9])
+    runs[1].steps = steps[:4] + 1
+    with pytest.raises(ValueError, match="same steps"):
+        seed_spread(runs, "acc")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import textwrap
+from collections import Counter
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -234,7 +235,8 @@ def plot_surgery(ax: plt.Axes, tables: dict[str, dict[str, dict[str, float]]], s
 
 def plot_sweep(ax: plt.Axes, runs, field: str, column: str = "acc", ylabel: str = "accuracy (in-distribution)",
                symbol: str | None = None) -> None:
-    """One curve per run on a log step axis, coloured by the value of `field` (seeds share a colour)."""
+    """One curve per run on a log step axis, coloured by the value of `field` (seeds share a colour); where a
+    value has several seeds, the band between their lowest and highest value shades the steps they all logged."""
     values = sorted({getattr(r.config, field) for r in runs})
     cmap = plt.get_cmap("viridis")
     for r in sorted(runs, key=lambda r: (getattr(r.config, field), r.config.seed)):
@@ -244,9 +246,24 @@ def plot_sweep(ax: plt.Axes, runs, field: str, column: str = "acc", ylabel: str 
         s = r.steps
         ax.plot(s[s > 0], r.metrics[column][s > 0], color=colour, lw=1.1 if first else 0.7, alpha=1 if first else 0.6,
                 label=f"{symbol or field} = {v}" if first else None)
+        seeds = [x for x in runs if getattr(x.config, field) == v]
+        if first and len(seeds) > 1:
+            steps, lo, hi = seed_spread(seeds, column)
+            ax.fill_between(steps[steps > 0], lo[steps > 0], hi[steps > 0], color=colour, alpha=0.15, lw=0)
     ax.set_xscale("log")
     ax.set_xlabel("training step")
     ax.set_ylabel(ylabel)
+
+
+def seed_spread(runs, column: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(steps, lowest, highest) of a metric over runs of one setting, on the steps every run logged (the runs log
+    on one grid; a run that stopped early ends the shared stretch)."""
+    n = min(len(r.steps) for r in runs)
+    steps = runs[0].steps[:n]
+    if any(not np.array_equal(r.steps[:n], steps) for r in runs):
+        raise ValueError("runs must log their metrics at the same steps")
+    values = np.stack([r.metrics[column][:n] for r in runs])
+    return steps, values.min(axis=0), values.max(axis=0)
 
 
 PATTERN_COLOURS = {"1 → 2 → 3": "#4c9a5b", "1 → 2": "#9cc7a4", "1 → 3": "#e0a458", "2 → 3": "#6a8fc7",
@@ -259,18 +276,31 @@ def pattern_key(seen: tuple[int, ...]) -> str:
     return " → ".join(map(str, seen)) or "none"
 
 
+def cell_patterns(cell: list) -> list[tuple[str, int]]:
+    """The phase sequences (pattern_key) the seeds of one map cell show, with how many seeds show each, most
+    common first (ties in seed order)."""
+    return Counter(pattern_key(s.seen) for s in cell).most_common()
+
+
+def cell_text(cell: list) -> str:
+    """What a map cell says: one seed's sequence with the robust rule's reading where it differs; for several
+    seeds, each sequence with the fraction of seeds that show it."""
+    if len(cell) == 1:
+        return cell[0].both_text.replace(" [", "\n[")
+    return "\n".join(f"{key}: {n}/{len(cell)}" for key, n in cell_patterns(cell)) if cell else "not run"
+
+
 def plot_phase_map(ax: plt.Axes, xs: list, ys: list, cells: list[list[list]], predicted: np.ndarray,
                    xlabel: str, ylabel: str) -> None:
-    """A grid of settings coloured by the phases their runs showed (the first seed's colour, every
-    seed's sequence written in the cell), with the cells where the Bayes ceilings leave Phase 2 no room
-    of its own (predicted[y, x] False) hatched and fenced off by a black line."""
+    """A grid of settings coloured by the phases their runs showed (the sequence most seeds show; the cell
+    says each sequence and the fraction of seeds showing it), with the cells where the Bayes ceilings leave
+    Phase 2 no room of its own (predicted[y, x] False) hatched and fenced off by a black line."""
     for j, row in enumerate(cells):
         for i, cell in enumerate(row):
-            colour = PATTERN_COLOURS.get(pattern_key(cell[0].seen), "#ffffff") if cell else NOT_RUN
+            colour = PATTERN_COLOURS.get(cell_patterns(cell)[0][0], "#ffffff") if cell else NOT_RUN
             ax.add_patch(plt.Rectangle((i - 0.5, j - 0.5), 1, 1, fc=colour, lw=0, ec="#555555",
                                        hatch=None if predicted[j, i] else "//"))
-            text = "\n".join(s.both_text.replace(" [", "\n[") for s in cell) if cell else "not run"
-            ax.text(i, j, text, ha="center", va="center", fontsize=8)
+            ax.text(i, j, cell_text(cell), ha="center", va="center", fontsize=8)
     for j in range(len(ys)):
         for i in range(len(xs)):
             if i + 1 < len(xs) and predicted[j, i] != predicted[j, i + 1]:
@@ -283,7 +313,7 @@ def plot_phase_map(ax: plt.Axes, xs: list, ys: list, cells: list[list[list]], pr
     ax.set_yticks(range(len(ys)), [str(y) for y in ys])
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    used = {pattern_key(cell[0].seen) for row in cells for cell in row if cell}  # legend: only colours drawn
+    used = {cell_patterns(cell)[0][0] for row in cells for cell in row if cell}  # legend: only colours drawn
     shown = {k: c for k, c in PATTERN_COLOURS.items() if k in used}
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in shown.values()]
     handles.append(plt.Rectangle((0, 0), 1, 1, fc="white", ec="#555555", hatch="//"))
