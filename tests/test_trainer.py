@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from icl_meta import Config, Model, compact, load_run, make_instance, sample, train, trainer
-from icl_meta.runs import checkpoint_path
+from icl_meta.runs import checkpoint_path, read_tensors
 from icl_meta.task import generator
 
 
@@ -232,8 +232,8 @@ def test_interrupted_extension_is_not_taken_for_finished(tiny_cfg, tmp_path, mon
 
 
 def test_compact_drops_resume_state_and_optionally_checkpoints(tiny_cfg, tmp_path):
-    """compact removes the resume state; "last" keeps the final checkpoint, "none" none, and the dropped
-    steps are recorded."""
+    """compact removes the resume state and stores the metrics as float32 (read back as float64, equal to float32
+    rounding); "last" keeps the final checkpoint, "none" none, and the dropped steps are recorded."""
     run = train(tiny_cfg, tmp_path / "r", progress=False)
     before = run.checkpoint_steps
     compact(run.path, checkpoints="last")
@@ -241,6 +241,11 @@ def test_compact_drops_resume_state_and_optionally_checkpoints(tiny_cfg, tmp_pat
     assert not (run.path / "state.safetensors").exists()
     assert after.checkpoint_steps == before[-1:]
     assert after.provenance["dropped_checkpoints"] == before[:-1]
+    stored = read_tensors(run.path / "metrics.safetensors", "np")  # float32 on disk, float64 when read
+    assert {v.dtype for v in stored.values()} == {np.dtype(np.float32)}
+    assert {v.dtype for v in after.metrics.values()} == {np.dtype(np.float64)}
+    assert after.metrics.keys() == run.metrics.keys()
+    assert all(np.allclose(after.metrics[k], v, rtol=1e-6, equal_nan=True) for k, v in run.metrics.items())
     compact(run.path, checkpoints="none")
     assert load_run(run.path).checkpoint_steps == [] and load_run(run.path).provenance["dropped_checkpoints"] == before
     with pytest.raises(ValueError, match="checkpoints must be one of"):

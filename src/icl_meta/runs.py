@@ -2,7 +2,8 @@
 
     RUN/config.json             the Config
     RUN/instance.safetensors    class means and label table
-    RUN/metrics.safetensors     one float64 column per metric, a row every eval_every steps
+    RUN/metrics.safetensors     one column per metric, a row every eval_every steps (float64 while training,
+                                float32 once compacted; read back as float64)
     RUN/checkpoints/step_0001000.safetensors   model weights at log-spaced steps
     RUN/state.safetensors       resume state: weights, data-stream RNG, step (dropped by `compact`)
     RUN/provenance.json         command, seeds, versions, git commit, wall time, finished flag
@@ -54,9 +55,9 @@ def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     os.replace(tmp, path)
 
 
-def save_metrics(path: Path, metrics: dict[str, list[float]]) -> None:
+def save_metrics(path: Path, metrics: dict[str, list[float]], dtype: type = np.float64) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    arrays = {k: np.asarray(v, dtype=np.float64) for k, v in metrics.items()}
+    arrays = {k: np.asarray(v, dtype=dtype) for k, v in metrics.items()}
     save_np(arrays, str(tmp), metadata={DIGEST: tensor_digest(arrays)})
     os.replace(tmp, path)
 
@@ -252,7 +253,8 @@ def load_run(path: str | os.PathLike) -> Run:
     except (TypeError, ValueError) as e:
         raise ValueError(f"{path / 'config.json'} is not a valid config: {e}") from e
     metrics_file = path / "metrics.safetensors"
-    metrics = read_tensors(metrics_file, "np") if metrics_file.exists() else {}
+    stored = read_tensors(metrics_file, "np") if metrics_file.exists() else {}
+    metrics = {k: v.astype(np.float64) for k, v in stored.items()}  # compacted runs store float32
     if metrics and ("step" not in metrics or len({v.shape for v in metrics.values()}) != 1):
         raise ValueError(f"{metrics_file} is damaged: it needs a step column and columns of one length")
     prov = read_json(path / "provenance.json") if (path / "provenance.json").exists() else {}
@@ -278,7 +280,9 @@ def compact(path: str | os.PathLike, checkpoints: str | int = "all") -> None:
 
     checkpoints: "all" keeps every checkpoint, "last" only the final one, "none" none (a metrics-only
     artifact), an int k >= 2 keeps k spread evenly over the (log-spaced) checkpoints, the first and the
-    last included; dropped steps are recorded in provenance.json. Leftovers of killed writes are removed.
+    last included; dropped steps are recorded in provenance.json. Leftovers of killed writes are removed. The
+    metrics are stored as float32, half the bytes (their values were computed in float32, so next to nothing is
+    lost): the full-length sweeps ship over a hundred metrics-only runs.
     """
     if not (checkpoints in ("all", "last", "none") or (isinstance(checkpoints, int) and checkpoints >= 2)):
         raise ValueError(f"checkpoints must be one of 'all', 'last', 'none' or an int >= 2, got {checkpoints!r}")
@@ -290,6 +294,7 @@ def compact(path: str | os.PathLike, checkpoints: str | int = "all") -> None:
             raise ValueError(f"path must be a finished run, got {path} (resume it first)")
         remove_temporaries(path)
         (path / "state.safetensors").unlink(missing_ok=True)
+        save_metrics(path / "metrics.safetensors", run.metrics, np.float32)
         steps = run.checkpoint_steps
         if isinstance(checkpoints, int):
             spread = np.linspace(0, len(steps) - 1, checkpoints).round().astype(int) if steps else []
