@@ -1,5 +1,7 @@
 """Shared fixtures: single-threaded torch, tiny configs and one finished tiny run."""
 
+import os
+
 import pytest
 import torch
 
@@ -7,6 +9,10 @@ from icl_meta import Config, train
 from icl_meta.task import generator
 
 torch.set_num_threads(1)
+# The chapter kernels nbmake starts inherit this environment: one torch/OpenMP thread each, as in the book build
+# (icl_meta.book.execute.kernel_env). With torch's default two threads beside one busy process the chapters took
+# 23 minutes in all under nbmake, chapter 15 alone 363 s (2026-12-02).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 TINY = dict(steps=60, batch_size=32, eval_every=10, save_every=20, eval_size=256, aux_eval_size=128, probe_size=64)
 
