@@ -254,7 +254,7 @@ def load_run(path: str | os.PathLike) -> Run:
         raise ValueError(f"{path / 'config.json'} is not a valid config: {e}") from e
     metrics_file = path / "metrics.safetensors"
     stored = read_tensors(metrics_file, "np") if metrics_file.exists() else {}
-    metrics = {k: v.astype(np.float64) for k, v in stored.items()}  # compacted runs store float32
+    metrics = {k: v.astype(np.float64, copy=False) for k, v in stored.items()}  # compacted runs store float32
     if metrics and ("step" not in metrics or len({v.shape for v in metrics.values()}) != 1):
         raise ValueError(f"{metrics_file} is damaged: it needs a step column and columns of one length")
     prov = read_json(path / "provenance.json") if (path / "provenance.json").exists() else {}

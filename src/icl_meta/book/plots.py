@@ -241,12 +241,12 @@ def plot_sweep(ax: plt.Axes, runs, field: str, column: str = "acc", ylabel: str 
     cmap = plt.get_cmap("viridis")
     for r in sorted(runs, key=lambda r: (getattr(r.config, field), r.config.seed)):
         v = getattr(r.config, field)
-        first = r is min((x for x in runs if getattr(x.config, field) == v), key=lambda x: x.config.seed)
+        seeds = [x for x in runs if getattr(x.config, field) == v]
+        first = r is min(seeds, key=lambda x: x.config.seed)
         colour = cmap(values.index(v) / max(len(values) - 1, 1) * 0.9)
         s = r.steps
         ax.plot(s[s > 0], r.metrics[column][s > 0], color=colour, lw=1.1 if first else 0.7, alpha=1 if first else 0.6,
                 label=f"{symbol or field} = {v}" if first else None)
-        seeds = [x for x in runs if getattr(x.config, field) == v]
         if first and len(seeds) > 1:
             steps, lo, hi = seed_spread(seeds, column)
             ax.fill_between(steps[steps > 0], lo[steps > 0], hi[steps > 0], color=colour, alpha=0.15, lw=0)
