@@ -13,11 +13,11 @@ from icl_meta import Model, load_run, retrain_start
 from icl_meta.book.dashboard import dashboard, dashboard_table
 from icl_meta.book.paper import CHAPTER_CLAIMS
 from icl_meta.config import fast_mode
-from icl_meta.runs import ARTIFACTS, checkpoint_path
+from icl_meta.runs import ARTIFACTS, checkpoint_path, shipped_sweep
 from icl_meta.sweeps import SWEEP_NAMES
 
 # artifacts/<experiment>/<run>, and the finished runs of the full-length sweep regeneration,
-# artifacts/full/<sweep>/<run> (not read by the chapters yet)
+# artifacts/full/<sweep>/<run> (read by the chapters in place of the 60,000-step run of the same name)
 SHIPPED = sorted(p.parent for pattern in ("*/*/config.json", "full/*/*/config.json") for p in ARTIFACTS.glob(pattern))
 RUN_ID = {"ids": lambda p: str(p.relative_to(ARTIFACTS))}
 FIRST_STEPS = 300
@@ -46,6 +46,18 @@ def retrained(runs: list[Path], fast: bool, count: int | None) -> list[Path]:
 def test_artifacts_are_shipped():
     """The default setting is shipped with at least three seeds."""
     assert len([p for p in SHIPPED if p.parent.name == "default"]) >= 3
+
+
+def test_a_sweep_is_read_at_full_length_where_shipped():
+    """shipped_sweep takes each (setting, seed) from artifacts/full/<sweep>/ where it is shipped, else the
+    60,000-step run, so every setting is read once and the full-length runs replace their window-length ones."""
+    for full in sorted(p for p in (ARTIFACTS / "full").iterdir() if p.is_dir()):
+        runs = shipped_sweep(full.name)
+        names = [r.path.name for r in runs]
+        assert len(names) == len(set(names))
+        assert set(names) == {p.name for p in (ARTIFACTS / full.name).iterdir()} | {p.name for p in full.iterdir()}
+        assert all(r.path.parent == full for r in runs if (full / r.path.name).is_dir())
+        assert all(r.path.parent == ARTIFACTS / full.name for r in runs if not (full / r.path.name).is_dir())
 
 
 @pytest.mark.parametrize("path", SHIPPED, **RUN_ID)

@@ -67,7 +67,8 @@ def test_truncated_cuts_the_metrics_only():
 def _summary(seen, final, rising=None, cfg=Config()):
     """A summary whose plateaus are `seen` at their ceilings (and `rising` climbed into at the end)."""
     levels = {k: CEIL[c] for k, c in zip((1, 2, 3), CEIL) if k in seen}
-    return Summary(Run(Path("s"), cfg, {}, {}, []), CEIL, "plateau", [], [], 0, levels, final, rising)
+    curve = {"step": np.array([0.0, WINDOW]), "acc": np.array([0.03, final])}
+    return Summary(Run(Path("s"), cfg, curve, {}, []), CEIL, "plateau", [], [], 0, levels, final, rising)
 
 
 def test_judge_sequences_and_skips():
@@ -87,6 +88,8 @@ def test_judge_sequences_and_skips():
     seeds = [[_summary((2, 3), 1.0)] * 2, [_summary((2, 3), 1.0), _summary((), 0.05)],
              [_summary((2, 3), 1.0), _summary((), 0.05), _summary((1, 3), 1.0)]]
     assert [paper_check("x", s, claim, "p").ok for s in seeds] == [True, None, False]
+    assert paper_check("x", seeds[1], claim, "p").why.startswith(f"the run ended before it could tell: seed 0 cut at "
+                                                                  f"{WINDOW:,} steps")
     split = dataclasses.replace(_summary((2, 3), 1.0), robust=_summary((1, 2, 3), 1.0))
     check = paper_check("x", [split], claim, "p")  # the plateau rule decides; the robust reading is named
     assert check.ok is True and "[robust: 1 → 2 → 3]" in check.ours
@@ -119,6 +122,17 @@ def test_smoothing_check_prefers_gentler_curves():
     assert max_jump(summary(steep, 0.0).run) > max_jump(summary(gentle, 0.0).run)
     assert smoothing_check([summary(steep, 0.0), summary(gentle, 1.0)], "p_bursty").ok is True
     assert smoothing_check([summary(gentle, 0.0), summary(steep, 1.0)], "p_bursty").ok is False
+
+
+def test_smoothing_check_reads_every_run_over_the_shortest_ones_steps():
+    """A jump a longer run makes after the shorter runs ended is no jump they had the steps to show."""
+    steps = np.arange(0, 3 * WINDOW + 1, 100)
+    late = np.interp(steps, [0, 1000, 40000, 2 * WINDOW, 2 * WINDOW + 200], [0.03, 0.03, 0.5, 0.5, 1.0])
+    longer = Run(Path("l"), Config(p_bursty=1.0), {"step": steps.astype(float), "acc": late}, {}, [])
+    gentle = run_with([0.03, 0.5], [(1000, 40000)], Config(p_bursty=0.0))
+    check = smoothing_check([Summary(r, CEIL, "plateau", [], [], 0, {}, 1.0, None) for r in (gentle, longer)],
+                            "p_bursty")
+    assert check.ok is True and check.seeds == f"2 runs, first {WINDOW:,} steps"
 
 
 def test_varied_keeps_runs_that_change_only_the_given_fields():

@@ -1,9 +1,15 @@
 """The "Did it reproduce?" rows: verdicts over seeds, the seeds column, and the chapter's table."""
 
 import re
+from pathlib import Path
 
-from icl_meta.book.report import Check, over_seeds, reproduction_table, seeds_text
-from icl_meta.sweeps import WINDOW
+import numpy as np
+import pytest
+
+from icl_meta import Config
+from icl_meta.analysis.readings import end_slope
+from icl_meta.book.report import Check, over_seeds, reading_text, reproduction_table, seeds_text, unfinished_text
+from icl_meta.runs import Run
 
 
 def test_over_seeds_fails_on_any_failure_and_abstains_on_any_abstention():
@@ -13,10 +19,28 @@ def test_over_seeds_fails_on_any_failure_and_abstains_on_any_abstention():
 
 
 def test_seeds_text_counts_or_names_seeds():
-    assert seeds_text(3) == f"3 seeds, {WINDOW:,} steps"
-    assert seeds_text(1, window=False) == "1 seed"
-    assert seeds_text(seed=2) == f"seed 2, {WINDOW:,} steps"
-    assert seeds_text(seed=0, window=False) == "seed 0"
+    assert seeds_text(3) == "3 seeds"
+    assert seeds_text(1) == "1 seed"
+    assert seeds_text(seed=2) == "seed 2"
+
+
+def run_to(end: int, seed: int = 0, rise: float = 0.0) -> Run:
+    """A run logged every 100 steps to `end`, its accuracy rising by `rise` per 10^5 steps from 0.5."""
+    steps = np.arange(0, end + 1, 100)
+    return Run(Path("r"), Config(seed=seed), {"step": steps.astype(float), "acc": 0.5 + rise * steps / 1e5}, {})
+
+
+def test_reading_text_gives_the_seeds_and_where_their_runs_ended():
+    assert reading_text([run_to(60_000)]) == "seed 0, 60,000 steps"
+    assert reading_text([run_to(300_000, s) for s in range(3)]) == "3 seeds, 300,000 steps"
+    assert reading_text([run_to(288_000, 0), run_to(366_200, 1)]) == "2 seeds, 288,000-366,200 steps"
+
+
+def test_unfinished_text_reports_where_each_run_was_cut_and_its_slope():
+    """A run cut while climbing is reported with its slope over its last quarter, never silently."""
+    text = unfinished_text([run_to(400_000, 1, rise=0.02)])
+    assert "seed 1 cut at 400,000 steps (+0.020 accuracy per 10^5 steps" in text
+    assert end_slope(run_to(60_000, rise=-0.1)) == pytest.approx(-0.1)
 
 
 def test_reproduction_table_has_one_row_per_check():

@@ -275,6 +275,16 @@ def shipped(name: str) -> list[Run]:
     return sorted(runs, key=lambda r: r.config.seed)
 
 
+def shipped_sweep(name: str) -> list[Run]:
+    """A sweep's shipped runs as the chapters read them: each (setting, seed) from the full-length
+    regeneration (artifacts/full/<name>/, trained until it held 99% or to the cap) where that run is shipped,
+    else the window-length one (artifacts/<name>/), sorted by seed. The two share their run directory's name."""
+    runs = {r.path.name: r for r in shipped(name)}
+    if (ARTIFACTS / "full" / name).is_dir():
+        runs.update({r.path.name: r for r in shipped(f"full/{name}")})
+    return sorted(runs.values(), key=lambda r: r.config.seed)
+
+
 def compact(path: str | os.PathLike, checkpoints: str | int = "all") -> None:
     """Drop what only resuming needs (the resume state) from a finished run before shipping it.
 

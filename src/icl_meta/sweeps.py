@@ -15,8 +15,9 @@ from pathlib import Path
 
 from .config import Config
 
-# The window the chapters read every sweep run over (the shipped sweep runs were trained this long): the
-# default setting reaches its Phase-2 plateau by then, its Phase 3 (at 1.5-2.3e5 steps) only later.
+# The length of the first shipped sweep runs (artifacts/<sweep>/): the default setting reaches its Phase-2
+# plateau by then, its Phase 3 (at 1.5-2.3e5 steps) only later. The chapters read a setting's full-length run
+# in their place once it is shipped (runs.shipped_sweep), and draw attention maps from their checkpoints.
 WINDOW = 60_000
 # The cap of the full-length regeneration, fixed before its runs: a run stops once it has held 99% or at
 # CAP steps, where one still climbing is reported as such (`icl-meta sweeps --steps 60000` remakes the

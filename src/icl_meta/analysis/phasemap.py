@@ -9,10 +9,11 @@ query only -> Phase 1 (NCC), query + label multiset -> Phase 2 (SCC), full pairs
 Where two ceilings are closer than MIN_GAP, the phase rule could not tell their plateaus apart, and
 the higher phase wins: at T = 1 (the query alone decides the label) a single jump to the top reads "3".
 Adjacent plateaus with the same name are one phase that crept up.
-A run still inside a transition when the window ends gets its final accuracy named the same way, in
+A run still inside a transition when it ends gets its final accuracy named the same way, in
 parentheses: "1 → (2)" climbed past Phase 1 and was nearest the SCC ceiling, still rising, at the end.
-Every run is read over the same window of steps, `sweeps.WINDOW`, longer runs (the shipped default
-ones) truncated to it, so "not seen" means "not seen within the window".
+Every run is read to its end: a sweep setting's full-length run (held 99%, or cut at the 400,000-step
+cap) where it is shipped, else its 60,000-step one (`runs.shipped_sweep`), and the shipped default runs
+whole; so "not seen" means "not seen by the run's end", which each check's seeds column states.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ import numpy as np
 from ..bayes import CEILINGS, ceilings
 from ..config import Config
 from ..probes import Phase, Plateau, log_changes, paper_boundaries, phases, plateaus, robust_boundaries
-from ..runs import Run, shipped
-from ..sweeps import WINDOW, sweep
+from ..runs import Run, shipped, shipped_sweep
+from ..sweeps import sweep
 from .readings import final_level
 
 PHASE_OF_CEILING = dict(zip(CEILINGS, (1, 2, 3)))
@@ -40,8 +41,8 @@ RUN_FIELDS = {"seed", "steps", "early_stop_acc", "n_checkpoints"}
 MIN_GAP = 0.05
 
 
-def truncated(run: Run, steps: int = WINDOW) -> Run:
-    """The run with its metrics cut at `steps` (checkpoints untouched), to compare runs over one window."""
+def truncated(run: Run, steps: int) -> Run:
+    """The run with its metrics cut at `steps` (checkpoints untouched), to compare runs over common steps."""
     rows = run.steps <= steps
     return dataclasses.replace(run, metrics={k: v[rows] for k, v in run.metrics.items()})
 
@@ -59,7 +60,7 @@ def name_plateau(level: float, ceil: dict[str, float], start: float | None = Non
 
 @dataclass(frozen=True)
 class Summary:
-    """What one run shows over the window by one phase rule: its climbs (the plateau rule) or transitions
+    """What one run shows by one phase rule: its climbs (the plateau rule) or transitions
     (the robust rule), its learned plateaus named after the phase they reach, and the phases seen; `robust`
     holds the robust rule's reading beside the plateau rule's (Methods §Phase rules)."""
 
@@ -105,13 +106,15 @@ def climbs(found: list[Plateau], steps: np.ndarray) -> list[tuple[int, int]]:
     return rises
 
 
-def summarise(run: Run, ceil: dict[str, float] | None = None, window: int = WINDOW, n_mc: int = N_MC,
+def summarise(run: Run, ceil: dict[str, float] | None = None, window: int | None = None, n_mc: int = N_MC,
               rule: str = "plateau") -> Summary:
-    """The run's phases over the first `window` steps (ceilings of its own instance unless given) by the
-    plateau rule, with the robust rule's reading beside it in `robust` (rule "robust": that reading alone)."""
+    """The run's phases (over its first `window` steps if given, else all of it; ceilings of its own instance
+    unless given) by the plateau rule, with the robust rule's reading beside it in `robust` (rule "robust":
+    that reading alone)."""
     if rule not in ("plateau", "robust"):
         raise ValueError(f"rule must be 'plateau' or 'robust', got {rule!r}")
-    run = truncated(run, window)
+    if window is not None:
+        run = truncated(run, window)
     ceil = ceilings(run.config, run.instance(), n=n_mc) if ceil is None else ceil
     steps, acc = run.steps, run.metrics["acc"]
     start = float(acc[0])  # the untrained model's accuracy: plateaus nearer to it are no phase (name_plateau)
@@ -186,13 +189,14 @@ def phase_map(name: str, summaries: list[Summary], n_mc: int = N_MC) -> tuple[li
     return xs, ys, cells, predicted
 
 
-def sweep_summaries(names: tuple[str, ...], n_mc: int = N_MC, window: int = WINDOW) -> list[Summary]:
-    """Summaries of the shipped runs of the named sweeps plus the shipped default runs (the setting every
-    sweep varies away from), sorted by setting then seed."""
+def sweep_summaries(names: tuple[str, ...], n_mc: int = N_MC, window: int | None = None) -> list[Summary]:
+    """Summaries of the shipped runs of the named sweeps (`runs.shipped_sweep`: full-length where shipped) plus
+    the shipped default runs (the setting every sweep varies away from), each read to its end (or over its first
+    `window` steps), sorted by setting then seed."""
     def key(r: Run) -> tuple:
         return sorted((k, v) for k, v in r.config.to_dict().items() if k not in RUN_FIELDS), r.config.seed
 
-    runs = [r for name in names for r in shipped(name)] + shipped("default")
+    runs = [r for name in names for r in shipped_sweep(name)] + shipped("default")
     return [summarise(r, n_mc=n_mc, window=window) for r in sorted(runs, key=key)]
 
 

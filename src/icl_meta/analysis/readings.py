@@ -16,9 +16,19 @@ from ..runs import Run
 def final_level(run: Run, column: str = "acc", frac: float = 0.1) -> float:
     """Median of a logged column over the last `frac` of a run's evaluations (at least one): where it
     ended up. The chapters read a run's final accuracy over its last 10%; a sweep summary over the last
-    5% of its window (`icl_meta.analysis.phasemap.summarise`)."""
+    5% (`icl_meta.analysis.phasemap.summarise`)."""
     v = run.metrics[column]
     return float(np.median(v[-max(int(len(v) * frac), 1):]))
+
+
+def end_slope(run: Run, column: str = "acc", frac: float = 0.25) -> float:
+    """Least-squares slope of a logged column over the last `frac` of a run's steps, per 10^5 steps: how fast
+    it was still moving where the run ended (a run cut while it climbs is reported with it, never silently)."""
+    steps, v = run.steps, run.metrics[column]
+    last = steps >= steps[-1] * (1 - frac)
+    if last.sum() < 2:
+        return 0.0
+    return float(np.polyfit(steps[last], v[last], 1)[0] * 1e5)
 
 
 def steps_to(run: Run, level: float, column: str = "acc") -> int | None:

@@ -2,9 +2,10 @@
 depth (Fig. 22, 23), the standard transformer block (Fig. 20) and the all-label loss (Fig. 21).
 
 Runs come from `icl-meta sweeps heads depth standard all_labels` (one architecture knob changed from the
-defaults) and are read over the data chapters' window (`sweeps.WINDOW`), next to the shipped default runs
-truncated to it (`icl_meta.analysis.phasemap.sweep_summaries`). A run *shows phases* when the plateau
-rule finds at least two rises (a learned plateau between two climbs); it is *smooth* with at most one.
+defaults) and are read, like the shipped default runs beside them, to their end: the full-length run of a
+setting where it is shipped, else the 60,000-step one (`icl_meta.analysis.phasemap.sweep_summaries`). A run
+*shows phases* when the plateau rule finds at least two rises (a learned plateau between two climbs); it is
+*smooth* with at most one.
 As in the data chapters, the verdict is the plateau rule's; the robust rule's reading is shown beside it.
 """
 
@@ -12,11 +13,11 @@ from __future__ import annotations
 
 from ..analysis.heads import head_patterns, head_roles, layer_metrics_at_end, role_switches, steepest_head_change
 from ..analysis.phasemap import MIN_GAP, Summary, max_jump
-from ..analysis.readings import layer_patterns, phase_steps
+from ..analysis.readings import layer_patterns, phase_steps, steps_to
 from ..probes import METRICS
 from .paper import PAPER_CIRCUITS, PAPER_PHASED
 from .plots import METRIC_LABELS
-from .report import Check, over_seeds, seeds_text
+from .report import Check, over_seeds, reading_text, unfinished_text
 
 # The sweeps each architecture chapter reads (13: heads; 14: depth, the standard block, the all-label loss).
 ARCH_CHAPTERS = (("heads",), ("depth", "standard", "all_labels"))
@@ -33,19 +34,19 @@ def counted(n: int, noun: str) -> str:
 
 
 def reached_top(s: Summary) -> bool:
-    """The run ended the window within MIN_GAP of the full-pairs ceiling: no further phase can come."""
+    """The run ended within MIN_GAP of the full-pairs ceiling: no further phase can come."""
     return s.final_acc >= s.ceilings["full_pairs"] - MIN_GAP
 
 
 def decided(s: Summary) -> bool:
-    """Whether "phases or smooth" is settled within the window: the run showed phases or reached the top."""
+    """Whether "phases or smooth" is settled by the run's end: it showed phases or reached the top."""
     return phased(s) or reached_top(s)
 
 
 def phased_checks(summaries: list[Summary], field: str) -> list[Check]:
     """Per value of field (n_heads or n_layers): phases or smooth, as the paper reports (PAPER_PHASED),
     judged on every seed by the plateau rule, the robust rule's count beside it. A seed gives no verdict
-    where the window ended before it was decided (see `decided`)."""
+    where its run ended before it was decided (see `decided`)."""
     checks = []
     for value, claim in PAPER_PHASED[field].items():
         same = [s for s in summaries if getattr(s.run.config, field) == value]
@@ -59,9 +60,9 @@ def phased_checks(summaries: list[Summary], field: str) -> list[Check]:
         disagree = any(phased(s) != phased(s.robust or s) for s in same)
         why = {True: "", False: f"a seed reads as {'smooth' if claim else 'phased'} by the plateau rule"
                                 + (" (the robust rule reads some seeds otherwise)" if disagree else ""),
-               None: "the window ended before it could tell"}[ok]
+               None: unfinished_text([s.run for s in same if not decided(s)])}[ok]
         checks.append(Check(f"{field}={value}: phases or smooth", "phases" if claim else "smooth", ours,
-                            seeds_text(len(same)), ok, why))
+                            reading_text([s.run for s in same]), ok, why))
     return checks
 
 
@@ -72,7 +73,8 @@ def per_seed_check(what: str, paper: str, same: list[Summary], read, sep: str = 
     ours = sep.join(f"seed {s.run.config.seed}: {text}" for s, (text, _) in zip(same, found))
     ok = over_seeds([ok for _, ok in found])
     why = {True: "", False: "a seed's reading does not show it", None: "a seed still below the top may show it later"}
-    return Check(f"H={same[0].run.config.n_heads}: {what}", paper, ours, seeds_text(len(same)), ok, why[ok])
+    return Check(f"H={same[0].run.config.n_heads}: {what}", paper, ours, reading_text([s.run for s in same]), ok,
+                 why[ok])
 
 
 def hidden_switch_check(same: list[Summary], factor: float = 2.0) -> Check:
@@ -90,7 +92,7 @@ def hidden_switch_check(same: list[Summary], factor: float = 2.0) -> Check:
 def hidden_scc_check(same: list[Summary], lo: int = 10_000, hi: int = 100_000) -> Check:
     """Paper Fig. 9: a hidden SCC appears near 3·10^4 steps. Ours, per seed: the first lasting switch of
     a head to the SCC-like role (analysis.heads.role_switches); a seed matches if it falls within half a decade of
-    3·10^4 steps. A seed without one within the window does not match, unless it is still below the
+    3·10^4 steps. A seed without one by its run's end does not match, unless it is still below the
     top (the switch may come later: not comparable)."""
     def read(s: Summary) -> tuple[str, bool | None]:
         first = next(((layer, head, step) for layer, head, step, _, new in role_switches(s.run, head_roles(s.run))
@@ -104,7 +106,7 @@ def hidden_scc_check(same: list[Summary], lo: int = 10_000, hi: int = 100_000) -
 
 def specialised_check(same: list[Summary]) -> Check:
     """Paper Fig. 8, 9: the heads of a layer specialise. Ours, per seed: the heads' roles at the end of
-    the window; a seed matches if some layer has heads with different roles, other than "other", and
+    its run; a seed matches if some layer has heads with different roles, other than "other", and
     fails if not, unless it is still below the top (its heads may yet specialise: not comparable)."""
     def read(s: Summary) -> tuple[str, bool | None]:
         roles = head_roles(s.run)[:, :, -1]
@@ -125,7 +127,7 @@ def head_checks(summaries: list[Summary]) -> list[Check]:
 def fcc_location_check(s: Summary) -> Check:
     """Paper Fig. 23: in deeper models the FCC pattern sits in the first two layers (Chunk Example in
     layer 1, Label Attention in layer 2). Ours: the layers with the most Chunk Example and the most Label
-    Attention at the end of the window, and each layer's pattern (analysis.heads.head_patterns, head 1)."""
+    Attention at the end of the run, and each layer's pattern (analysis.heads.head_patterns, head 1)."""
     m = layer_metrics_at_end(s.run)
     chunk, label = int(m[:, 2].argmax()) + 1, int(m[:, 1].argmax()) + 1
     patterns = ", ".join(f"L{li + 1} {p}" for li, p in enumerate(head_patterns(s.run)[:, 0, -1]))
@@ -133,14 +135,14 @@ def fcc_location_check(s: Summary) -> Check:
     return Check(f"{s.run.config.n_layers} layers: where the FCC pattern sits",
                  "Chunk Example in layer 1, Label Attention in layer 2",
                  f"most chunking in L{chunk}, most label attention in L{label} ({patterns}; accuracy "
-                 f"{s.final_acc:.2f})", seeds_text(seed=s.run.config.seed), ok,
+                 f"{s.final_acc:.2f})", reading_text([s.run]), ok,
                  {True: "", False: "the two patterns peak in other layers",
-                  None: "the run was still below the top at the end of the window"}[ok])
+                  None: unfinished_text([s.run])}[ok])
 
 
 def layer_metrics_table(summaries: list[Summary]) -> str:
     """Markdown: each layer's three metrics (its largest value over heads, `layer_metrics_at_end`) at the end
-    of every run's window, one row per run and layer: where the FCC pattern sits in deeper models (Fig. 23)."""
+    of every run, one row per run and layer: where the FCC pattern sits in deeper models (Fig. 23)."""
     rows = ["| layers | seed | layer | " + " | ".join(METRIC_LABELS[m] for m in METRICS) + " |",
             "|---|---|---|" + "---|" * len(METRICS)]
     for s in summaries:
@@ -163,7 +165,7 @@ def named_circuit_checks(s: Summary, label: str) -> list[Check]:
     changed to since the previous plateau (readings.layer_patterns, chapter 4's rule; the first against
     initialisation), against Table 1's row of that name. A phase missing from a run that reached the top
     was skipped (not matched); one missing from a run still below it is not comparable (it may come after
-    the window)."""
+    the run's end)."""
     steps = phase_steps(s.run, s.plateaus, checkpoints=False)
     found = {k: (step, patterns) for k, step, _, patterns in layer_patterns(s.run, steps)}
     checks = []
@@ -174,11 +176,11 @@ def named_circuit_checks(s: Summary, label: str) -> list[Check]:
         elif reached_top(s):
             ours, ok = f"skipped: no Phase-{k} plateau on the way to {s.final_acc:.2f}", False
         else:
-            ours, ok = "not reached within the window", None
-        why = {True: "", None: "the window ended first",
+            ours, ok = "not reached by the run's end", None
+        why = {True: "", None: unfinished_text([s.run]),
                False: "the phase was skipped" if not pats else "the layers' batch-mean metrics name other patterns"}
         checks.append(Check(f"{label}: Phase {k} circuit ({name})", f"L1 {l1}, L2 {l2}", ours,
-                            seeds_text(seed=s.run.config.seed), ok, why[ok]))
+                            reading_text([s.run]), ok, why[ok]))
     return checks
 
 
@@ -189,19 +191,22 @@ def block_checks(summaries: list[Summary]) -> list[Check]:
 
 def readout_checks(summaries: list[Summary]) -> list[Check]:
     """Paper Fig. 21: with the loss at every label the accuracy still shows phases, and ends below 100%
-    (comparable only if a run with the loss at the query reached 99% within the window)."""
-    solved = any(s.final_acc >= 0.99 for s in summaries if s.run.config.readout == "query")
+    (comparable only if a run with the loss at the query reached 99% within as many steps as the all-label run
+    had: the two are compared over the same training time)."""
+    query = [s.run for s in summaries if s.run.config.readout == "query"]
     checks = []
     for s in summaries:
         if s.run.config.readout == "all_labels":
-            seed = seeds_text(seed=s.run.config.seed)
+            seed = reading_text([s.run])
             ok = phased(s) if decided(s) else None
             reading = f"{s.both_text}, {counted(len(s.transitions), 'rise')}"
             checks.append(Check("loss at every label: phases", "phases", reading, seed, ok,
                                 {True: "", False: "smooth by the plateau rule",
-                                 None: "the window ended before it could tell"}[ok]))
+                                 None: unfinished_text([s.run])}[ok]))
+            end = int(s.run.steps[-1])
+            solved = any((steps_to(r, 0.99) or end + 1) <= end for r in query)
             ok = s.final_acc < 0.99 if solved else None
             checks.append(Check("loss at every label: final accuracy", "below 100%", f"{s.final_acc:.3f}", seed, ok,
                                 {True: "", False: "it reached 99%",
-                                 None: "no run with the loss at the query reached 99% within the window"}[ok]))
+                                 None: f"no run with the loss at the query reached 99% within its {end:,} steps"}[ok]))
     return checks

@@ -138,7 +138,7 @@ def circuit_checks(run, rule: str = "plateau") -> list[Check]:
         why = "" if r and r["match"] else ("the run shows no such phase" if not r else
                                              _pattern_why(r, (l1, l2)))
         checks.append(Check(f"Phase {k} ({name}) visible in the batch-mean attention metric",
-                            f"L1 {l1}, L2 {l2}", ours, seeds_text(seed=run.config.seed, window=False),
+                            f"L1 {l1}, L2 {l2}", ours, seeds_text(seed=run.config.seed),
                             r["match"] if r else False, why))
     return checks
 
@@ -297,7 +297,7 @@ def surgery_checks(tables: dict[int, dict[str, dict[str, float]]], effect: float
                                 "Table 1 names it (observed, not tested)",
                                 f"remove: {base:.3f} → {cut:.3f}; keep only: {keep:.3f} "
                                 f"({'sufficient' if v['sufficient'] else 'not sufficient'})",
-                                seeds_text(seed=0, window=False), v["necessary"], why, beyond=True))
+                                seeds_text(seed=0), v["necessary"], why, beyond=True))
     return checks
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..sweeps import WINDOW
+from ..analysis.readings import end_slope
+from ..runs import Run
 
 
 @dataclass(frozen=True)
@@ -55,11 +56,26 @@ def over_seeds(verdicts: list[bool | None]) -> bool | None:
     return False if False in verdicts else (None if None in verdicts else True)
 
 
-def seeds_text(n: int = 1, seed: int | None = None, window: bool = True) -> str:
-    """The seeds column of a check: '3 seeds, 60,000 steps' for n seeds, 'seed 0, 60,000 steps' for the
-    one named seed; window: the runs were read over the sweeps' window (sweeps.WINDOW)."""
-    who = f"seed {seed}" if seed is not None else f"{n} seed{'s' * (n > 1)}"
-    return who + (f", {WINDOW:,} steps" if window else "")
+def seeds_text(n: int = 1, seed: int | None = None) -> str:
+    """The seeds column of a check: '3 seeds' for n seeds, 'seed 0' for the one named seed."""
+    return f"seed {seed}" if seed is not None else f"{n} seed{'s' * (n > 1)}"
+
+
+def reading_text(runs: list[Run]) -> str:
+    """The seeds column of a check read on whole runs: their seeds and how long they ran ('3 seeds, 288,000-366,200
+    steps', 'seed 0, 400,000 steps'): a run ends where it held 99% or at its cap (the window-length sweep runs'
+    60,000 steps, the full-length ones' 400,000)."""
+    ends = sorted({int(r.steps[-1]) for r in runs})
+    who = seeds_text(len(runs), runs[0].config.seed if len(runs) == 1 else None)
+    return who + (f", {ends[0]:,} steps" if len(ends) == 1 else f", {ends[0]:,}-{ends[-1]:,} steps")
+
+
+def unfinished_text(runs: list[Run]) -> str:
+    """Why a check over these runs is open, for the runs that leave it open: each was cut at its cap before
+    the claim could be decided, with the slope of its accuracy over its last quarter (readings.end_slope)."""
+    cut = "; ".join(f"seed {r.config.seed} cut at {int(r.steps[-1]):,} steps ({end_slope(r):+.3f} accuracy per "
+                    "10^5 steps over its last quarter)" for r in runs)
+    return f"{'the run' if len(runs) == 1 else 'the runs'} ended before it could tell: {cut}"
 
 
 def reproduction_table(checks: list[Check]) -> str:

@@ -3,7 +3,7 @@ maps): the phase table of a sweep, and each setting's phases seen judged against
 (paper.PAPER_SEEN). The readings come from `icl_meta.analysis.phasemap`.
 
 Every verdict reads the plateau rule (Methods §Phase rules), the robust rule's reading shown beside it; a
-run whose window ended before the claim could be decided gives none.
+run that ended before the claim could be decided gives none (its why says where it was cut, and its slope).
 """
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ from __future__ import annotations
 import numpy as np
 
 from ..analysis.phasemap import (MIN_GAP, PHASE_OF_CEILING, Summary, changed_label, max_jump, setting_label,
-                                 varied)
+                                 truncated, varied)
 from ..analysis.readings import steps_to
 from ..runs import Run
 from ..sweeps import setting_name, sweep
 from .paper import PAPER_SEEN, PAPER_WORDS
-from .report import Check, over_seeds, seeds_text
+from .report import Check, over_seeds, reading_text, seeds_text, unfinished_text
 
 # The sweeps each data chapter reads (10: tasks, classes, noise, Zipf; 11: burstiness, context length),
 # and the phase maps of chapter 12 with their axes.
@@ -49,7 +49,7 @@ def phase_table(summaries: list[Summary], name: str | None = None) -> str:
 
 
 def judge(s: Summary, claim: tuple[str, tuple[int, ...]]) -> bool | None:
-    """One run against a PAPER_SEEN claim: True, False, or None when the window ended too early to tell.
+    """One run against a PAPER_SEEN claim: True, False, or None when the run ended too early to tell.
     Skips are judged on plateaus (a phase only passed through while climbing is not a plateau)."""
     kind, ks = claim
     if kind == "sequence":
@@ -67,19 +67,20 @@ def judge(s: Summary, claim: tuple[str, tuple[int, ...]]) -> bool | None:
 
 def paper_check(what: str, summaries: list[Summary], claim: tuple[str, tuple[int, ...]], paper: str) -> Check:
     """A PAPER_SEEN claim over every seed of a setting, by the plateau rule: matched if every seed matches,
-    not matched if some seed fails, else not comparable (a seed's window ended too early). The robust
+    not matched if some seed fails, else not comparable (a seed's run ended too early). The robust
     rule's reading is listed where it differs, and named in the why when it would judge otherwise."""
     ours = "phases seen, by seed: " + "; ".join(s.both_text for s in summaries)
-    ok = over_seeds([judge(s, claim) for s in summaries])
+    verdicts = [judge(s, claim) for s in summaries]
+    ok = over_seeds(verdicts)
     other = over_seeds([judge(s.robust or s, claim) for s in summaries])
     why = ""
     if ok is False:
         why = "a seed's plateaus (named Phase 1-3 after the Bayes ceiling they sit on) differ from the paper's reading"
     elif ok is None:
-        why = "the 60k-step window ended before the claim could be decided"
+        why = unfinished_text([s.run for s, v in zip(summaries, verdicts) if v is None])
     if other != ok:
         why += ("; " if why else "") + f"the robust rule would read it {VERDICT_WORDS[other]}"
-    return Check(what, paper, ours, seeds_text(len(summaries)), ok, why)
+    return Check(what, paper, ours, reading_text([s.run for s in summaries]), ok, why)
 
 
 def sweep_checks(name: str, summaries: list[Summary]) -> list[Check]:
@@ -114,7 +115,7 @@ def first_plateau_checks(summaries: list[Summary]) -> list[Check]:
                "argues for (tasks can share a class's label)" if on_ceiling else
                "no Phase-1 plateau in some seed" if None in levels else "more than 0.05 from 1/T")
         checks.append(Check(f"T={T}: Phase-1 plateau", f"≈ 1/T = {1 / T:.3f}",
-                            f"{ours} (query-only ceiling {ceil:.3f})", seeds_text(len(same), window=False), ok,
+                            f"{ours} (query-only ceiling {ceil:.3f})", seeds_text(len(same)), ok,
                             why))
     return checks
 
@@ -127,18 +128,21 @@ def task_order_check(run: Run, level: float = 0.9) -> Check:
     done = [v for v in firsts[1:] if v is not None]
     ok = firsts[0] is not None and all(firsts[0] < v for v in done)
     return Check(f"β={run.config.beta}: first task to reach {level:.0%}", "the most frequent (task 0)", ours,
-                 seeds_text(seed=run.config.seed), ok)
+                 reading_text([run]), ok)
 
 
 def smoothing_check(summaries: list[Summary], field: str) -> Check:
     """Paper Fig. 15: a larger p_B smooths the curve. Ours: the steepest log-axis jump (max_jump) of
-    each setting, seeds averaged, must not grow with the field's value."""
+    each setting, seeds averaged, must not grow with the field's value; every run is read over the steps the
+    shortest of them ran (a later phase of a longer run is no jump the others had the steps to show)."""
     values = sorted({getattr(s.run.config, field) for s in summaries})
-    jumps = [np.mean([max_jump(s.run) for s in summaries if getattr(s.run.config, field) == v]) for v in values]
+    common = min(int(s.run.steps[-1]) for s in summaries)
+    jumps = [np.mean([max_jump(truncated(s.run, common)) for s in summaries if getattr(s.run.config, field) == v])
+             for v in values]
     ours = ", ".join(f"{v}: {j:.3f}" for v, j in zip(values, jumps))
     ok = bool(np.all(np.diff(jumps) <= 0.01)) if len(values) > 1 else None
     return Check(f"steepest rise in a tenth of a decade as {field} grows", "smaller (smoother)", ours,
-                 f"{len(summaries)} runs", ok)
+                 f"{len(summaries)} runs, first {common:,} steps", ok)
 
 
 def data_checks(names: tuple[str, ...], summaries: list[Summary]) -> list[Check]:
@@ -157,7 +161,7 @@ def data_checks(names: tuple[str, ...], summaries: list[Summary]) -> list[Check]
 
 def map_checks(label: str, cells: list[list[list[Summary]]], predicted: np.ndarray) -> list[Check]:
     """Ours, not the paper's: does the ceilings' prediction say where Phase 2 shows? Judged on the runs
-    that reached Phase 3 within the window (only there is a missing Phase 2 a skip, not a wait); a map
+    that reached Phase 3 (only there is a missing Phase 2 a skip, not a wait); a map
     with no such run tests nothing and gives no check."""
     agree, decided = 0, 0
     for j, row in enumerate(cells):
