@@ -28,15 +28,18 @@ def chapters() -> list[str]:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> Path:
-    """The HTML book, built with every chapter executed (ICL_FAST=1), in a scratch directory, while a CPU-bound
-    process keeps one core busy (a reader's laptop is never idle; the build once timed out under such load)."""
+    """The HTML book, built with every chapter executed (ICL_FAST=1), in a scratch directory, while another
+    CPU-bound process keeps one core busy (a reader's laptop is never idle; the build once timed out under such
+    load): the other pytest worker running the rest of the suite, or without one, a busy loop started here."""
     out = tmp_path_factory.mktemp("book")
-    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    alone = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) < 2
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if alone else None
     try:
         subprocess.run(["jupyter-book", "build", str(ROOT), "--path-output", str(out), "--all"], check=True,
                        env={**os.environ, "ICL_FAST": "1"}, capture_output=True, text=True)
     finally:
-        busy.kill()
+        if busy is not None:
+            busy.kill()
     return out / "_build" / "html"
 
 
