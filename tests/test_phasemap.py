@@ -88,6 +88,8 @@ def test_judge_sequences_and_skips():
     seeds = [[_summary((2, 3), 1.0)] * 2, [_summary((2, 3), 1.0), _summary((), 0.05)],
              [_summary((2, 3), 1.0), _summary((), 0.05), _summary((1, 3), 1.0)]]
     assert [paper_check("x", s, claim, "p").ok for s in seeds] == [True, None, False]
+    assert paper_check("x", seeds[2], claim, "p").why.startswith("seed 0 kept a plateau at Phase 1")  # what we saw
+    assert paper_check("x", [_summary((1, 3), 1.0)], three, "p").why == "seed 0 showed 1 → 3"
     assert paper_check("x", seeds[1], claim, "p").why.startswith(f"the run ended before it could tell: seed 0 cut at "
                                                                   f"{WINDOW:,} steps")
     split = dataclasses.replace(_summary((2, 3), 1.0), robust=_summary((1, 2, 3), 1.0))
@@ -121,7 +123,8 @@ def test_smoothing_check_prefers_gentler_curves():
     steep, gentle = (1000, 1200), (1000, 40000)
     assert max_jump(summary(steep, 0.0).run) > max_jump(summary(gentle, 0.0).run)
     assert smoothing_check([summary(steep, 0.0), summary(gentle, 1.0)], "p_bursty").ok is True
-    assert smoothing_check([summary(gentle, 0.0), summary(steep, 1.0)], "p_bursty").ok is False
+    failed = smoothing_check([summary(gentle, 0.0), summary(steep, 1.0)], "p_bursty")
+    assert failed.ok is False and failed.why == "the steepest rise grew from 0.0 → 1.0"
 
 
 def test_smoothing_check_reads_every_run_over_the_shortest_ones_steps():

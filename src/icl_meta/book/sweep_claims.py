@@ -65,6 +65,17 @@ def judge(s: Summary, claim: tuple[str, tuple[int, ...]]) -> bool | None:
     return True if beyond else None
 
 
+def seen_instead(s: Summary, claim: tuple[str, tuple[int, ...]]) -> str:
+    """What a run that fails a PAPER_SEEN claim showed instead, in a few words: the phases it went through, or
+    the plateaus a claimed skip kept."""
+    kind, ks = claim
+    if kind == "sequence":
+        return f"seed {s.run.config.seed} showed {s.seen_text}"
+    kept = [k for k in ks if k in s.levels]
+    plateaus = ", ".join(f"Phase {k} ({s.levels[k]:.2f})" for k in kept)
+    return f"seed {s.run.config.seed} kept a plateau at {plateaus} on its way through {s.seen_text}"
+
+
 def paper_check(what: str, summaries: list[Summary], claim: tuple[str, tuple[int, ...]], paper: str) -> Check:
     """A PAPER_SEEN claim over every seed of a setting, by the plateau rule: matched if every seed matches,
     not matched if some seed fails, else not comparable (a seed's run ended too early). The robust
@@ -75,7 +86,7 @@ def paper_check(what: str, summaries: list[Summary], claim: tuple[str, tuple[int
     other = over_seeds([judge(s.robust or s, claim) for s in summaries])
     why = ""
     if ok is False:
-        why = "a seed's plateaus (named Phase 1-3 after the Bayes ceiling they sit on) differ from the paper's reading"
+        why = "; ".join(seen_instead(s, claim) for s, v in zip(summaries, verdicts) if v is False)
     elif ok is None:
         why = unfinished_text([s.run for s, v in zip(summaries, verdicts) if v is None])
     if other != ok:
@@ -141,8 +152,10 @@ def smoothing_check(summaries: list[Summary], field: str) -> Check:
              for v in values]
     ours = ", ".join(f"{v}: {j:.3f}" for v, j in zip(values, jumps))
     ok = bool(np.all(np.diff(jumps) <= 0.01)) if len(values) > 1 else None
+    steeper = [f"{a} → {b}" for a, b, d in zip(values, values[1:], np.diff(jumps)) if d > 0.01]
+    why = f"the steepest rise grew from {', '.join(steeper)}" if ok is False else ""
     return Check(f"steepest rise in a tenth of a decade as {field} grows", "smaller (smoother)", ours,
-                 f"{len(summaries)} runs, first {common:,} steps", ok)
+                 f"{len(summaries)} runs, first {common:,} steps", ok, why)
 
 
 def data_checks(names: tuple[str, ...], summaries: list[Summary]) -> list[Check]:
