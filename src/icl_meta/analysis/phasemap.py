@@ -106,15 +106,11 @@ def climbs(found: list[Plateau], steps: np.ndarray) -> list[tuple[int, int]]:
     return rises
 
 
-def summarise(run: Run, ceil: dict[str, float] | None = None, window: int | None = None, n_mc: int = N_MC,
-              rule: str = "plateau") -> Summary:
-    """The run's phases (over its first `window` steps if given, else all of it; ceilings of its own instance
-    unless given) by the plateau rule, with the robust rule's reading beside it in `robust` (rule "robust":
-    that reading alone)."""
+def summarise(run: Run, ceil: dict[str, float] | None = None, n_mc: int = N_MC, rule: str = "plateau") -> Summary:
+    """The run's phases to its end (ceilings of its own instance unless given; `truncated` reads fewer steps) by
+    the plateau rule, with the robust rule's reading beside it in `robust` (rule "robust": that reading alone)."""
     if rule not in ("plateau", "robust"):
         raise ValueError(f"rule must be 'plateau' or 'robust', got {rule!r}")
-    if window is not None:
-        run = truncated(run, window)
     ceil = ceilings(run.config, run.instance(), n=n_mc) if ceil is None else ceil
     steps, acc = run.steps, run.metrics["acc"]
     start = float(acc[0])  # the untrained model's accuracy: plateaus nearer to it are no phase (name_plateau)
@@ -141,7 +137,7 @@ def summarise(run: Run, ceil: dict[str, float] | None = None, window: int | None
         rising = name_plateau(final, ceil, start) or None
         if rising in levels and rising == list(levels)[-1]:
             rising = None  # still creeping up within the phase it is in
-    robust = summarise(run, ceil, window, n_mc, rule="robust") if rule == "plateau" else None
+    robust = summarise(run, ceil, n_mc, rule="robust") if rule == "plateau" else None
     return Summary(run, ceil, rule, rises, learned, len(paper_boundaries(steps, acc)), levels, final, rising, robust)
 
 
@@ -189,15 +185,15 @@ def phase_map(name: str, summaries: list[Summary], n_mc: int = N_MC) -> tuple[li
     return xs, ys, cells, predicted
 
 
-def sweep_summaries(names: tuple[str, ...], n_mc: int = N_MC, window: int | None = None) -> list[Summary]:
+def sweep_summaries(names: tuple[str, ...], n_mc: int = N_MC) -> list[Summary]:
     """Summaries of the shipped runs of the named sweeps (`runs.shipped_sweep`: full-length where shipped) plus
-    the shipped default runs (the setting every sweep varies away from), each read to its end (or over its first
-    `window` steps), sorted by setting then seed."""
+    the shipped default runs (the setting every sweep varies away from), each read to its end, sorted by setting
+    then seed."""
     def key(r: Run) -> tuple:
         return sorted((k, v) for k, v in r.config.to_dict().items() if k not in RUN_FIELDS), r.config.seed
 
     runs = [r for name in names for r in shipped_sweep(name)] + shipped("default")
-    return [summarise(r, n_mc=n_mc, window=window) for r in sorted(runs, key=key)]
+    return [summarise(r, n_mc=n_mc) for r in sorted(runs, key=key)]
 
 
 def varied(summaries: list[Summary], fields: tuple[str, ...]) -> list[Summary]:
