@@ -58,9 +58,9 @@ def phased_checks(summaries: list[Summary], field: str) -> list[Check]:
                          f"{max_jump(s.run):.2f}, accuracy {s.final_acc:.2f}" for s in same)
         ok = over_seeds(verdicts)
         disagree = any(phased(s) != phased(s.robust or s) for s in same)
-        why = {True: "", False: f"a seed reads as {'smooth' if claim else 'phased'} by the plateau rule"
-                                + (" (the robust rule reads some seeds otherwise)" if disagree else ""),
-               None: unfinished_text([s.run for s in same if not decided(s)])}[ok]
+        why = (unfinished_text([s.run for s in same if not decided(s)]) if ok is None else
+               "" if ok else f"a seed reads as {'smooth' if claim else 'phased'} by the plateau rule"
+               + (" (the robust rule reads some seeds otherwise)" if disagree else ""))
         checks.append(Check(f"{field}={value}: phases or smooth", "phases" if claim else "smooth", ours,
                             reading_text([s.run for s in same]), ok, why))
     return checks
@@ -136,8 +136,7 @@ def fcc_location_check(s: Summary) -> Check:
                  "Chunk Example in layer 1, Label Attention in layer 2",
                  f"most chunking in L{chunk}, most label attention in L{label} ({patterns}; accuracy "
                  f"{s.final_acc:.2f})", reading_text([s.run]), ok,
-                 {True: "", False: "the two patterns peak in other layers",
-                  None: unfinished_text([s.run])}[ok])
+                 unfinished_text([s.run]) if ok is None else "" if ok else "the two patterns peak in other layers")
 
 
 def layer_metrics_table(summaries: list[Summary]) -> str:
@@ -168,6 +167,8 @@ def named_circuit_checks(s: Summary, label: str) -> list[Check]:
     the run's end)."""
     steps = phase_steps(s.run, s.plateaus, checkpoints=False)
     found = {k: (step, patterns) for k, step, _, patterns in layer_patterns(s.run, steps)}
+    seed = reading_text([s.run])
+    unfinished = None if reached_top(s) else unfinished_text([s.run])  # the why of a phase not reached
     checks = []
     for k, (name, l1, l2) in PAPER_CIRCUITS.items():
         step, pats = found.get(k, (None, None))
@@ -177,10 +178,10 @@ def named_circuit_checks(s: Summary, label: str) -> list[Check]:
             ours, ok = f"skipped: no Phase-{k} plateau on the way to {s.final_acc:.2f}", False
         else:
             ours, ok = "not reached by the run's end", None
-        why = {True: "", None: unfinished_text([s.run]),
+        why = {True: "", None: unfinished,
                False: "the phase was skipped" if not pats else "the layers' batch-mean metrics name other patterns"}
         checks.append(Check(f"{label}: Phase {k} circuit ({name})", f"L1 {l1}, L2 {l2}", ours,
-                            reading_text([s.run]), ok, why[ok]))
+                            seed, ok, why[ok]))
     return checks
 
 
@@ -200,11 +201,10 @@ def readout_checks(summaries: list[Summary]) -> list[Check]:
             seed = reading_text([s.run])
             ok = phased(s) if decided(s) else None
             reading = f"{s.both_text}, {counted(len(s.transitions), 'rise')}"
-            checks.append(Check("loss at every label: phases", "phases", reading, seed, ok,
-                                {True: "", False: "smooth by the plateau rule",
-                                 None: unfinished_text([s.run])}[ok]))
+            why = unfinished_text([s.run]) if ok is None else "" if ok else "smooth by the plateau rule"
+            checks.append(Check("loss at every label: phases", "phases", reading, seed, ok, why))
             end = int(s.run.steps[-1])
-            solved = any((steps_to(r, 0.99) or end + 1) <= end for r in query)
+            solved = any(t is not None and t <= end for t in (steps_to(r, 0.99) for r in query))
             ok = s.final_acc < 0.99 if solved else None
             checks.append(Check("loss at every label: final accuracy", "below 100%", f"{s.final_acc:.3f}", seed, ok,
                                 {True: "", False: "it reached 99%",
