@@ -153,7 +153,8 @@ def test_phase2_gap_and_map_checks():
     (check,) = map_checks("m", cells, np.array([[True, False, False]]))
     assert check.ok is True and "2 of 2" in check.ours
     (check,) = map_checks("m", cells, np.array([[True, True, True]]))
-    assert check.ok is False and "1 of 2" in check.ours and check.beyond and check.why
+    assert check.ok is False and "1 of 2" in check.ours and check.beyond
+    assert check.why == "default (seed 0) showed 1 → 3 where the ceilings leave Phase 2 room"  # names the run
     assert map_checks("m", [[[_summary((1,), 0.4)]]], np.array([[True]])) == []  # tests nothing: no row
 
 
