@@ -9,9 +9,10 @@ import pytest
 from icl_meta import Config, ceilings
 from icl_meta.analysis.phasemap import (MIN_GAP, Summary, max_jump, name_plateau, phase2_gap, summarise, truncated,
                                         varied)
+from icl_meta.analysis.readings import parting_step
 from icl_meta.bayes import query_class_accuracy
-from icl_meta.book.sweep_claims import (first_plateau_checks, judge, map_checks, paper_check, phase_table,
-                                        smoothing_check, task_order_check)
+from icl_meta.book.sweep_claims import (first_plateau_checks, judge, map_checks, paper_check, parting_table,
+                                        phase_table, smoothing_check, task_order_check)
 from icl_meta.runs import Run
 from icl_meta.sweeps import WINDOW
 
@@ -222,3 +223,41 @@ def test_seed_spread_spans_the_seeds_on_the_steps_they_all_logged():
     runs[1].steps = steps[:4] + 1
     with pytest.raises(ValueError, match="same steps"):
         seed_spread(runs, "acc")
+
+
+def test_parting_step_and_table_say_how_far_phase_2_got_before_phase_3():
+    """The accuracy and the random-label accuracy part where the model starts to read the pairs; the table gives
+    the random-label accuracy's highest value by then against the SCC ceiling. A run that never reached Phase 3
+    gives no row; one whose two curves never part says so."""
+    edges = [(1000, 2000), (8000, 12000), (30000, 40000)]
+    acc = run_with([0.03, 0.36, 0.80, 1.0], edges).metrics["acc"]
+    full = run_with([0.03, 0.36, 0.80, 1.0], edges, extra={"acc_random_label": np.minimum(acc, 0.80)})
+    assert parting_step(full) in (32500, 32600)  # the accuracy passes 0.80 + 0.05 a quarter into its last climb
+    edges = [(1000, 2000), (10000, 40000)]
+    acc = run_with([0.03, 0.36, 1.0], edges).metrics["acc"]
+    cut = run_with([0.03, 0.36, 1.0], edges, extra={"acc_random_label": np.minimum(acc, 0.5)})
+    acc = run_with([0.03, 1.0], edges[:1]).metrics["acc"]
+    blind = run_with([0.03, 1.0], edges[:1], extra={"acc_random_label": acc})  # T = 1: labels carry nothing
+    early = run_with([0.03, 0.36], [(1000, 2000)], extra={"acc_random_label": np.full(len(STEPS), 0.36)})
+    assert parting_step(blind) is None
+    rows = parting_table([summarise(r, CEIL) for r in (full, cut, blind, early)]).splitlines()[2:]
+    assert len(rows) == 3  # `early` never reached Phase 3
+    assert rows[0].startswith("| default | 0 | 1 → 2 → 3 | 0.800 | 0.800 | 32,")
+    assert "| 1 → 3 | 0.500 | 0.800 | " in rows[1]  # Phase 2 cut short: the multiset strategy stopped at 0.5
+    assert "never (within 0.05 to the end)" in rows[2]
+
+
+def test_plot_parting_draws_both_curves_the_ceiling_and_the_parting_step():
+    import matplotlib.pyplot as plt
+
+    from icl_meta.book.plots import plot_parting
+
+    acc = THREE.metrics["acc"]
+    run = run_with([0.03, 0.36, 0.80, 1.0], [(1000, 2000), (8000, 12000), (30000, 40000)],
+                   extra={"acc_random_label": np.minimum(acc, 0.80)})
+    fig, ax = plt.subplots()
+    plot_parting(ax, summarise(run, CEIL), "t")
+    labels = ax.get_legend_handles_labels()[1]
+    assert {"accuracy", "random-label accuracy", "the two part", "Phase 1", "Phase 2", "Phase 3"} <= set(labels)
+    assert ax.get_xscale() == "log" and ax.get_xlabel() == "training step" and ax.get_title() == "t\nSCC ceiling 0.80"
+    plt.close(fig)

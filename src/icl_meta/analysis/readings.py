@@ -1,5 +1,6 @@
 """Readings of one run's logged curves, shared by every chapter: where a column ended, when it reached a
-level, the circuit metrics at a step, the step that stands for a plateau, and the pattern a layer turned to.
+level, where two curves part, the circuit metrics at a step, the step that stands for a plateau, and the pattern
+a layer turned to.
 
 Every function takes a `Run` (or its steps) and returns plain numbers, so the checks of the book
 (`icl_meta.book`) and the analyses of this package read a run the same way.
@@ -35,6 +36,17 @@ def steps_to(run: Run, level: float, column: str = "acc") -> int | None:
     """The first evaluated step at which a column reached `level` (None if it never did)."""
     hit = np.flatnonzero(run.metrics[column] >= level)
     return int(run.steps[hit[0]]) if hit.size else None
+
+
+def parting_step(run: Run, column: str = "acc", other: str = "acc_random_label", gap: float = 0.05) -> int | None:
+    """The first evaluated step from which `column` stays more than `gap` above `other` to the run's end (None if
+    it never does): where two curves that rose together part. For the accuracy and the random-label accuracy
+    (labels shuffled among the context items, chapter 6), the step at which the model starts to read which item
+    carries which label; before it, what the model drew from the context it drew from the label multiset alone.
+    gap: the robust rule's smallest transition (7 standard errors of a 2048-sequence accuracy)."""
+    below = np.flatnonzero(run.metrics[column] - run.metrics[other] <= gap)
+    i = below[-1] + 1 if below.size else 0
+    return int(run.steps[i]) if i < len(run.steps) else None
 
 
 def metrics_at(run: Run, step: int, layer: int, head: int = 1) -> dict[str, float]:

@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from ..analysis.readings import plateau_gaps, run_plateaus
+from ..analysis.readings import parting_step, plateau_gaps, run_plateaus
 from ..probes import METRICS, Phase, metric_column
 from .style import W_MAX
 from .style import use as use_book_style
@@ -253,6 +253,29 @@ def plot_sweep(ax: plt.Axes, runs, field: str, column: str = "acc", ylabel: str 
     ax.set_xscale("log")
     ax.set_xlabel("training step")
     ax.set_ylabel(ylabel)
+
+
+def plot_parting(ax: plt.Axes, summary, title: str = "") -> None:
+    """A run's accuracy and random-label accuracy (labels shuffled among the context items) with its plateaus
+    shaded (the plateau rule, named after their ceilings), the SCC ceiling (its value in the title), and the step
+    where the two curves part (`readings.parting_step`): up to there the context's gains are the label
+    multiset's (chapter 6)."""
+    run = summary.run
+    shade_phases(ax, summary.plateaus, summary.transitions)
+    s = run.steps > 0
+    ax.plot(run.steps[s], run.metrics["acc"][s], color="k", lw=1.1, label="accuracy")
+    ax.plot(run.steps[s], run.metrics["acc_random_label"][s], color=CIRCUIT_COLOURS["SCC"], lw=1.1, ls="--",
+            label="random-label accuracy")
+    scc = summary.ceilings["label_multiset"]
+    ax.axhline(scc, color="k", ls="--", lw=0.8, label=CEILING_LABELS["label_multiset"])
+    step = parting_step(run)
+    if step is not None:
+        ax.axvline(step, color="red", lw=1, label="the two part")
+    ax.set_xscale("log")
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"{title}\nSCC ceiling {scc:.2f}" if title else f"SCC ceiling {scc:.2f}", fontsize=10)
 
 
 def seed_spread(runs, column: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

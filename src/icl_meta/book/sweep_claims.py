@@ -12,7 +12,7 @@ import numpy as np
 
 from ..analysis.phasemap import (MIN_GAP, PHASE_OF_CEILING, Summary, changed_label, max_jump, setting_label,
                                  truncated, varied)
-from ..analysis.readings import steps_to
+from ..analysis.readings import parting_step, steps_to
 from ..runs import Run
 from ..sweeps import setting_name, sweep
 from .paper import PAPER_SEEN, PAPER_WORDS
@@ -45,6 +45,28 @@ def phase_table(summaries: list[Summary], name: str | None = None) -> str:
         robust = s.robust or s
         lines.append(f"| {label} | {cfg.seed} | {s.seen_text} | {robust.seen_text} | {len(robust.transitions)} / "
                      f"{s.paper_transitions} | {cells[0]} | {cells[1]} | {s.final_acc:.3f} | {paper} |")
+    return "\n".join(lines)
+
+
+def parting_table(summaries: list[Summary]) -> str:
+    """Markdown, one row per run that reached Phase 3: how far the label-multiset strategy (SCC) had got when the
+    model began to read the pairs. The random-label accuracy is blind to which item carries which label, so until
+    it parts from the accuracy (`readings.parting_step`) every gain the context gave is the SCC's; its highest
+    value by then, against the SCC ceiling, says whether Phase 2 was complete when Phase 3 began."""
+    lines = ["| setting | seed | phases seen | random-label accuracy: highest before it parts from the accuracy | "
+             "SCC ceiling | the two part at step | accuracy there |", "|---|---|---|---|---|---|---|"]
+    for s in summaries:
+        if 3 not in s.seen:
+            continue
+        run, scc = s.run, s.ceilings["label_multiset"]
+        step = parting_step(run)
+        if step is None:
+            cells = "– | " + f"{scc:.3f} | never (within 0.05 to the end) | –"
+        else:
+            upto = run.steps <= step
+            cells = (f"{run.metrics['acc_random_label'][upto].max():.3f} | {scc:.3f} | {step:,} | "
+                     f"{run.metrics['acc'][upto][-1]:.3f}")
+        lines.append(f"| {changed_label(run.config)} | {run.config.seed} | {s.seen_text} | {cells} |")
     return "\n".join(lines)
 
 
