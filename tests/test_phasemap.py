@@ -12,7 +12,7 @@ from icl_meta.analysis.phasemap import (MIN_GAP, Summary, max_jump, name_plateau
 from icl_meta.analysis.readings import parting_step
 from icl_meta.bayes import query_class_accuracy
 from icl_meta.book.sweep_claims import (first_plateau_checks, judge, map_checks, paper_check, parting_table,
-                                        phase_table, smoothing_check, task_order_check)
+                                        phase_table, seen_instead, smoothing_check, task_order_check)
 from icl_meta.runs import Run
 from icl_meta.sweeps import WINDOW
 
@@ -245,6 +245,11 @@ def test_parting_step_and_table_say_how_far_phase_2_got_before_phase_3():
     assert rows[0].startswith("| default | 0 | 1 → 2 → 3 | 0.800 | 0.800 | 32,")
     assert "| 1 → 3 | 0.500 | 0.800 | " in rows[1]  # Phase 2 cut short: the multiset strategy stopped at 0.5
     assert "never (within 0.05 to the end)" in rows[2]
+    three = ("sequence", (1, 2, 3))
+    assert seen_instead(summarise(cut, CEIL), three) == ("seed 0 showed 1 → 3: Phase 2 cut short, its random-label "
+                                                         "accuracy at 0.50 of its ceiling 0.80 when the pairing began "
+                                                         "(chapter 10, random labels)")
+    assert seen_instead(summarise(run_with([0.03, 0.36, 1.0], edges), CEIL), three) == "seed 0 showed 1 → 3"
 
 
 def test_plot_parting_draws_both_curves_the_ceiling_and_the_parting_step():

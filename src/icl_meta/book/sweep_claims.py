@@ -89,10 +89,18 @@ def judge(s: Summary, claim: tuple[str, tuple[int, ...]]) -> bool | None:
 
 def seen_instead(s: Summary, claim: tuple[str, tuple[int, ...]]) -> str:
     """What a run that fails a PAPER_SEEN claim showed instead, in a few words: the phases it went through, or
-    the plateaus a claimed skip kept."""
+    the plateaus a claimed skip kept. A claimed Phase 2 the run went past without a plateau gets how far the
+    label-multiset strategy had got when the pairing began (`parting_table`, chapter 10)."""
     kind, ks = claim
     if kind == "sequence":
-        return f"seed {s.run.config.seed} showed {s.seen_text}"
+        text = f"seed {s.run.config.seed} showed {s.seen_text}"
+        cut = 2 in ks and 2 not in s.seen and 3 in s.seen and "acc_random_label" in s.run.metrics
+        step = parting_step(s.run) if cut else None
+        if step is not None:
+            peak = s.run.metrics["acc_random_label"][s.run.steps <= step].max()
+            text += (f": Phase 2 cut short, its random-label accuracy at {peak:.2f} of its ceiling "
+                     f"{s.ceilings['label_multiset']:.2f} when the pairing began (chapter 10, random labels)")
+        return text
     kept = [k for k in ks if k in s.levels]
     plateaus = ", ".join(f"Phase {k} ({s.levels[k]:.2f})" for k in kept)
     return f"seed {s.run.config.seed} kept a plateau at {plateaus} on its way through {s.seen_text}"
