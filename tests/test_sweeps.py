@@ -4,15 +4,16 @@ import pytest
 
 from icl_meta import load_run
 from icl_meta.cli import main
-from icl_meta.sweeps import ARCH_SWEEPS, CAP, DATA_SWEEPS, OPEN_FIRST, QUEUE, WINDOW, plan, setting_name, sweep
+from icl_meta.sweeps import (ARCH_SWEEPS, CAP, DATA_SWEEPS, OPEN_FIRST, OPEN_SEEDS, QUEUE, WINDOW, plan, setting_name,
+                             sweep)
 
 from conftest import TINY
 
 
 def test_plan_puts_open_verdicts_first_and_is_validated_and_unique(tmp_path):
-    """The settings whose verdicts were open come first, then every one-knob data sweep; seeds run one after the
-    other; directories are distinct; runs are capped at CAP (or the steps asked); only the architecture runs keep
-    checkpoints along training."""
+    """The settings whose verdicts were open come first, then the other seeds of those their first seed left open,
+    then every one-knob data sweep; the remaining seeds run one after the other; directories are distinct; runs
+    are capped at CAP (or the steps asked); only the architecture runs keep checkpoints along training."""
     jobs = plan(tmp_path, seeds=(0, 1))
     assert len(jobs) == 2 * len(QUEUE)
     assert len({out for _, out in jobs}) == len(jobs)
@@ -21,8 +22,21 @@ def test_plan_puts_open_verdicts_first_and_is_validated_and_unique(tmp_path):
     assert all(all(cfg[k] == v for k, v in changes.items()) and name == n
                for (name, cfg), (n, changes) in zip(first, OPEN_FIRST))
     one_knob = [n for n in DATA_SWEEPS if not n.startswith("map_")]
-    assert set(one_knob) <= {out.parent.name for _, out in jobs[:len(OPEN_FIRST) + len(one_knob)]}
-    assert [c.seed for c, _ in jobs] == [0] * len(QUEUE) + [1] * len(QUEUE)
+    firsts = [out.parent.name for c, out in jobs if c.seed == 0]
+    assert set(one_knob) <= set(firsts[:len(OPEN_FIRST) + len(one_knob)])
+    n_first, n_open = len(OPEN_FIRST), len(OPEN_SEEDS)
+    assert all(entry in QUEUE for entry in OPEN_SEEDS)
+    seeds = [c.seed for c, _ in jobs]
+    assert seeds == [0] * n_first + [1] * n_open + [0] * (len(QUEUE) - n_first) + [1] * (len(QUEUE) - n_open)
+    reopened = [(out.parent.name, c.to_dict()) for c, out in jobs[n_first:n_first + n_open]]
+    assert all(all(cfg[k] == v for k, v in changes.items()) and name == n
+               for (name, cfg), (n, changes) in zip(reopened, OPEN_SEEDS))
+    three = [(c.seed, out.name) for c, out in plan(tmp_path, ("heads",), seeds=(0, 1, 2))]
+    assert three[:8] == [(0, "n_heads-4__seed-0"), (0, "n_heads-8__seed-0"), (0, "n_heads-16__seed-0"),
+                         (1, "n_heads-4__seed-1"), (2, "n_heads-4__seed-2"), (1, "n_heads-8__seed-1"),
+                         (2, "n_heads-8__seed-2"), (1, "n_heads-16__seed-1")]
+    assert len(three) == len(set(three)) == 3 * len(sweep("heads").settings)
+    assert [c.seed for c, _ in plan(tmp_path, seeds=(1,))] == [1] * len(QUEUE)
     cfg, out = jobs[0]
     assert out == tmp_path / "tasks" / "num_tasks-2__seed-0" and cfg.num_tasks == 2 and cfg.steps == CAP
     assert {c.steps for c, _ in plan(tmp_path, ("noise",), steps=WINDOW)} == {WINDOW}

@@ -67,6 +67,12 @@ OPEN_FIRST = (
     ("classes", {"num_classes": 1024}), ("tasks", {"num_tasks": 6}), ("heads", {"n_heads": 8}),
     ("heads", {"n_heads": 16}), ("tasks", {"num_tasks": 12}),
 )
+# Settings whose verdicts stayed open after their seed-0 run (dashboard of 2026-12-02): the head counts wait on
+# seeds 1 and 2, still climbing at 60,000 steps; T = 12 was not yet read to its end; K = 1024 stayed flat at the
+# cap. Their seeds 1 and 2 come right after the OPEN_FIRST seed-0 runs, before the seed-0 runs of the settings
+# the window already decided.
+OPEN_SEEDS = (("heads", {"n_heads": 4}), ("heads", {"n_heads": 8}), ("heads", {"n_heads": 16}),
+              ("tasks", {"num_tasks": 12}), ("classes", {"num_classes": 1024}))
 
 
 @dataclass(frozen=True)
@@ -102,13 +108,19 @@ def sweep(name: str) -> Sweep:
 
 def plan(out: str | Path, names: tuple[str, ...] = SWEEP_NAMES, seeds: tuple[int, ...] = (0,),
          steps: int | None = None, device: str = "cpu") -> list[tuple[Config, Path]]:
-    """Every (config, run directory) of the named sweeps, seed by seed, the OPEN_FIRST settings first and
-    the rest in QUEUE order; each run capped at `steps` (default: RUN_DEFAULTS') and trained on `device`. All
-    validated."""
+    """Every (config, run directory) of the named sweeps: the first seed's runs of the OPEN_FIRST settings, then
+    the other seeds of the OPEN_SEEDS settings (setting by setting), then the first seed's other runs in QUEUE
+    order, then the other seeds' remaining runs, seed by seed; each run capped at `steps` (default:
+    RUN_DEFAULTS') and trained on `device`. All validated."""
     for name in names:
         sweep(name)
-    order = [e for e in OPEN_FIRST if e in QUEUE] + [e for e in QUEUE if e not in OPEN_FIRST]
+    first = [e for e in OPEN_FIRST if e in QUEUE]
+    order = first + [e for e in QUEUE if e not in OPEN_FIRST]
+    later = seeds[1:]
+    jobs = ([(seeds[0], e) for e in first] + [(seed, e) for e in OPEN_SEEDS for seed in later]
+            + [(seeds[0], e) for e in order[len(first):]]
+            + [(seed, e) for seed in later for e in order if e not in OPEN_SEEDS])
     run = {"device": device, **({} if steps is None else {"steps": steps})}
     return [(Config(**{**RUN_DEFAULTS, **SWEEP_RUN_DEFAULTS.get(name, {}), **run, "seed": seed, **changes}).validate(),
              Path(out) / name / setting_name({**changes, "seed": seed}))
-            for seed in seeds for name, changes in order if name in names]
+            for seed, (name, changes) in jobs if name in names]
