@@ -9,7 +9,7 @@ import pytest
 from icl_meta import Config, ceilings
 from icl_meta.analysis.phasemap import (MIN_GAP, Summary, max_jump, name_plateau, phase2_gap, summarise, truncated,
                                         varied)
-from icl_meta.analysis.readings import parting_step
+from icl_meta.analysis.readings import multiset_reach, parting_step
 from icl_meta.bayes import query_class_accuracy
 from icl_meta.book.sweep_claims import (first_plateau_checks, judge, map_checks, paper_check, parting_table,
                                         phase_table, seen_instead, smoothing_check, task_order_check)
@@ -239,7 +239,8 @@ def test_parting_step_and_table_say_how_far_phase_2_got_before_phase_3():
     acc = run_with([0.03, 1.0], edges[:1]).metrics["acc"]
     blind = run_with([0.03, 1.0], edges[:1], extra={"acc_random_label": acc})  # T = 1: labels carry nothing
     early = run_with([0.03, 0.36], [(1000, 2000)], extra={"acc_random_label": np.full(len(STEPS), 0.36)})
-    assert parting_step(blind) is None
+    assert parting_step(blind) is None and multiset_reach(blind) is None
+    assert multiset_reach(cut)[1] == 0.5 and multiset_reach(cut)[0] == parting_step(cut)
     rows = parting_table([summarise(r, CEIL) for r in (full, cut, blind, early)]).splitlines()[2:]
     assert len(rows) == 3  # `early` never reached Phase 3
     assert rows[0].startswith("| default | 0 | 1 → 2 → 3 | 0.800 | 0.800 | 32,")

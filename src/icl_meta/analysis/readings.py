@@ -49,6 +49,16 @@ def parting_step(run: Run, column: str = "acc", other: str = "acc_random_label",
     return int(run.steps[i]) if i < len(run.steps) else None
 
 
+def multiset_reach(run: Run) -> tuple[int, float] | None:
+    """(the step where the accuracy parts from the random-label accuracy, the random-label accuracy's highest value
+    up to it), or None if they never part: how far the label-multiset strategy had got when the model began to
+    read the pairs. Against the SCC ceiling it says whether Phase 2 was complete when Phase 3 began."""
+    step = parting_step(run)
+    if step is None:
+        return None
+    return step, float(run.metrics["acc_random_label"][run.steps <= step].max())
+
+
 def metrics_at(run: Run, step: int, layer: int, head: int = 1) -> dict[str, float]:
     """The logged circuit metrics of one layer and head (1-based) at an evaluated step."""
     i = int(np.searchsorted(run.steps, step))

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..analysis.phasemap import (MIN_GAP, PHASE_OF_CEILING, Summary, changed_label, max_jump, setting_label,
                                  truncated, varied)
-from ..analysis.readings import parting_step, steps_to
+from ..analysis.readings import multiset_reach, steps_to
 from ..runs import Run
 from ..sweeps import setting_name, sweep
 from .paper import PAPER_SEEN, PAPER_WORDS
@@ -59,13 +59,12 @@ def parting_table(summaries: list[Summary]) -> str:
         if 3 not in s.seen:
             continue
         run, scc = s.run, s.ceilings["label_multiset"]
-        step = parting_step(run)
-        if step is None:
-            cells = "– | " + f"{scc:.3f} | never (within 0.05 to the end) | –"
+        reach = multiset_reach(run)
+        if reach is None:
+            cells = f"– | {scc:.3f} | never (within 0.05 to the end) | –"
         else:
-            upto = run.steps <= step
-            cells = (f"{run.metrics['acc_random_label'][upto].max():.3f} | {scc:.3f} | {step:,} | "
-                     f"{run.metrics['acc'][upto][-1]:.3f}")
+            step, peak = reach
+            cells = f"{peak:.3f} | {scc:.3f} | {step:,} | {run.metrics['acc'][run.steps == step][0]:.3f}"
         lines.append(f"| {changed_label(run.config)} | {run.config.seed} | {s.seen_text} | {cells} |")
     return "\n".join(lines)
 
@@ -95,10 +94,9 @@ def seen_instead(s: Summary, claim: tuple[str, tuple[int, ...]]) -> str:
     if kind == "sequence":
         text = f"seed {s.run.config.seed} showed {s.seen_text}"
         cut = 2 in ks and 2 not in s.seen and 3 in s.seen and "acc_random_label" in s.run.metrics
-        step = parting_step(s.run) if cut else None
-        if step is not None:
-            peak = s.run.metrics["acc_random_label"][s.run.steps <= step].max()
-            text += (f": Phase 2 cut short, its random-label accuracy at {peak:.2f} of its ceiling "
+        reach = multiset_reach(s.run) if cut else None
+        if reach is not None:
+            text += (f": Phase 2 cut short, its random-label accuracy at {reach[1]:.2f} of its ceiling "
                      f"{s.ceilings['label_multiset']:.2f} when the pairing began (chapter 10, random labels)")
         return text
     kept = [k for k in ks if k in s.levels]
