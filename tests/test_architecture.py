@@ -11,7 +11,7 @@ from icl_meta.book.architecture_claims import (block_checks, fcc_location_check,
                                               phased, readout_checks)
 from icl_meta.probes import metric_column
 from icl_meta.runs import Run
-from icl_meta.sweeps import WINDOW
+from icl_meta.sweeps import CAP, WINDOW
 
 CEIL = {"query_only": 0.36, "label_multiset": 0.80, "full_pairs": 1.0}
 STEPS = np.arange(0, WINDOW + 1, 100)
@@ -49,6 +49,12 @@ def test_heads_checks_phases_hidden_switch_scc_and_specialisation():
     # one rise to a plateau below the top: a second rise may follow after the window, so no verdict
     stopped = synthetic(Config(n_heads=2), [0.03, 0.80], [(2000, 20_000)])
     assert head_checks([stopped])[0].ok is None
+    # the same run read to the full-length cap, flat there: finished, one rise, smooth
+    steps = np.arange(0, CAP + 1, 100.0)
+    acc = np.interp(steps, [0, 2000, 20_000, CAP], [0.03, 0.03, 0.80, 0.80])
+    capped = summarise(Run(Path("capped"), Config(n_heads=4), {"step": steps, "acc": acc}, {}, []), CEIL)
+    assert len(capped.transitions) == 1, capped.transitions
+    assert head_checks([capped])[0].ok is True
     assert checks["H=2: head metric switches while accuracy rises smoothly"].ok
     scc = checks["H=2: a head turns SCC-like"]
     assert scc.ok and scc.ours == "seed 0: L1 H2 at step 30,000"

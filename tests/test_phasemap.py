@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 
 from icl_meta import Config, ceilings
-from icl_meta.analysis.phasemap import (MIN_GAP, Summary, max_jump, name_plateau, phase2_gap, summarise, truncated,
-                                        varied)
+from icl_meta.analysis.phasemap import (MIN_GAP, Summary, max_jump, name_plateau, phase2_gap, settled, summarise,
+                                        truncated, varied)
 from icl_meta.analysis.readings import multiset_reach, parting_step
 from icl_meta.bayes import query_class_accuracy
 from icl_meta.book.sweep_claims import (first_plateau_checks, judge, map_checks, paper_check, parting_table,
                                         phase_table, seen_instead, smoothing_check, task_order_check)
 from icl_meta.runs import Run
-from icl_meta.sweeps import WINDOW
+from icl_meta.sweeps import CAP, WINDOW
 
 CEIL = {"query_only": 0.36, "label_multiset": 0.80, "full_pairs": 1.0}
 STEPS = np.arange(0, WINDOW + 1, 100)
@@ -65,10 +65,11 @@ def test_truncated_cuts_the_metrics_only():
     assert r.steps[-1] == 5000 and len(r.metrics["acc"]) == 51 and len(THREE.metrics["acc"]) == len(STEPS)
 
 
-def _summary(seen, final, rising=None, cfg=Config()):
-    """A summary whose plateaus are `seen` at their ceilings (and `rising` climbed into at the end)."""
+def _summary(seen, final, rising=None, cfg=Config(), curve=None):
+    """A summary whose plateaus are `seen` at their ceilings (and `rising` climbed into at the end), read off a run
+    of WINDOW steps ending at `final` unless its curve is given."""
     levels = {k: CEIL[c] for k, c in zip((1, 2, 3), CEIL) if k in seen}
-    curve = {"step": np.array([0.0, WINDOW]), "acc": np.array([0.03, final])}
+    curve = curve or {"step": np.array([0.0, WINDOW]), "acc": np.array([0.03, final])}
     return Summary(Run(Path("s"), cfg, curve, {}, []), CEIL, "plateau", [], [], 0, levels, final, rising)
 
 
@@ -93,6 +94,16 @@ def test_judge_sequences_and_skips():
     assert paper_check("x", [_summary((1, 3), 1.0)], three, "p").why == "seed 0 showed 1 → 3"
     assert paper_check("x", seeds[1], claim, "p").why.startswith(f"the run ended before it could tell: seed 0 cut at "
                                                                   f"{WINDOW:,} steps")
+    steps = np.arange(0, CAP + 1, 1000.0)
+    flat, rising = np.full(len(steps), 0.37), np.interp(steps, [0, 0.75 * CAP, CAP], [0.37, 0.37, 0.6])
+    at_cap = {k: _summary((1,), 0.37, curve={"step": steps, "acc": acc})
+              for k, acc in (("flat", flat), ("rising", rising))}
+    assert settled(at_cap["flat"].run) and not settled(at_cap["rising"].run) and not settled(_summary((1,), 0.4).run)
+    assert judge(at_cap["flat"], ("skips", (2,))) is False and judge(at_cap["flat"], three) is False  # finished
+    assert judge(at_cap["rising"], ("skips", (2,))) is None and judge(at_cap["rising"], three) is None  # may still come
+    assert paper_check("x", [at_cap["flat"]], ("skips", (2,)), "p").why == (
+        "seed 0 showed 1 and was flat at the 400,000-step cap (+0.000 accuracy per 10^5 steps over its last quarter): "
+        "no later phase came")
     split = dataclasses.replace(_summary((2, 3), 1.0), robust=_summary((1, 2, 3), 1.0))
     check = paper_check("x", [split], claim, "p")  # the plateau rule decides; the robust reading is named
     assert check.ok is True and "[robust: 1 → 2 → 3]" in check.ours

@@ -27,8 +27,8 @@ from ..bayes import CEILINGS, ceilings
 from ..config import Config
 from ..probes import Phase, Plateau, log_changes, paper_boundaries, phases, plateaus, robust_boundaries
 from ..runs import Run, shipped, shipped_sweep
-from ..sweeps import sweep
-from .readings import final_level
+from ..sweeps import CAP, sweep
+from .readings import end_slope, final_level
 
 PHASE_OF_CEILING = dict(zip(CEILINGS, (1, 2, 3)))
 # Monte-Carlo samples for the ceilings that name plateaus: fixed, so that every chapter and the intro
@@ -45,6 +45,14 @@ def truncated(run: Run, steps: int) -> Run:
     """The run with its metrics cut at `steps` (checkpoints untouched), to compare runs over common steps."""
     rows = run.steps <= steps
     return dataclasses.replace(run, metrics={k: v[rows] for k, v in run.metrics.items()})
+
+
+def settled(run: Run) -> bool:
+    """Whether a run stopped at the full-length cap (sweeps.CAP) without climbing: at the slope of its accuracy
+    over its last quarter (readings.end_slope), another CAP steps would add less than MIN_GAP. Such a run is read
+    as finished, so a phase it had not reached is not seen; a run cut at the 60,000-step window never is (Methods
+    §Choices, a rule of 2026-12-02: only runs still climbing at the cap leave a verdict open)."""
+    return bool(run.steps[-1] >= CAP and end_slope(run) * CAP / 1e5 < MIN_GAP)
 
 
 def name_plateau(level: float, ceil: dict[str, float], start: float | None = None) -> int:

@@ -12,7 +12,7 @@ As in the data chapters, the verdict is the plateau rule's; the robust rule's re
 from __future__ import annotations
 
 from ..analysis.heads import head_patterns, head_roles, layer_metrics_at_end, role_switches, steepest_head_change
-from ..analysis.phasemap import MIN_GAP, Summary, max_jump
+from ..analysis.phasemap import MIN_GAP, Summary, max_jump, settled
 from ..analysis.readings import layer_patterns, phase_steps, steps_to
 from ..probes import METRICS
 from .paper import PAPER_CIRCUITS, PAPER_PHASED
@@ -39,8 +39,9 @@ def reached_top(s: Summary) -> bool:
 
 
 def decided(s: Summary) -> bool:
-    """Whether "phases or smooth" is settled by the run's end: it showed phases or reached the top."""
-    return phased(s) or reached_top(s)
+    """Whether "phases or smooth" is settled by the run's end: it showed phases, reached the top, or ended flat at
+    the cap (`phasemap.settled`)."""
+    return phased(s) or reached_top(s) or settled(s.run)
 
 
 def phased_checks(summaries: list[Summary], field: str) -> list[Check]:

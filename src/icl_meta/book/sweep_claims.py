@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..analysis.phasemap import (MIN_GAP, PHASE_OF_CEILING, Summary, changed_label, max_jump, setting_label,
-                                 truncated, varied)
-from ..analysis.readings import multiset_reach, steps_to
+                                 settled, truncated, varied)
+from ..analysis.readings import end_slope, multiset_reach, steps_to
 from ..runs import Run
 from ..sweeps import setting_name, sweep
 from .paper import PAPER_SEEN, PAPER_WORDS
@@ -70,29 +70,35 @@ def parting_table(summaries: list[Summary]) -> str:
 
 
 def judge(s: Summary, claim: tuple[str, tuple[int, ...]]) -> bool | None:
-    """One run against a PAPER_SEEN claim: True, False, or None when the run ended too early to tell.
-    Skips are judged on plateaus (a phase only passed through while climbing is not a plateau)."""
+    """One run against a PAPER_SEEN claim: True, False, or None when the run ended too early to tell (a run
+    that ended flat at the cap did not: `phasemap.settled`). Skips are judged on plateaus (a phase only passed
+    through while climbing is not a plateau), and need a later phase reached."""
     kind, ks = claim
     if kind == "sequence":
         if s.seen == ks:
             return True
         early = s.seen == ks[:len(s.seen)] and s.final_acc < s.ceilings[TOP_CEILING[ks[-1]]] - MIN_GAP
-        return None if early else False
+        return None if early and not settled(s.run) else False
     beyond = bool(s.seen) and max(s.seen) > max(ks)
     present = [k in s.levels for k in ks]
     missing = not any(present) if kind == "skips" else not all(present)
     if not missing:
         return False
-    return True if beyond else None
+    return True if beyond else (False if settled(s.run) else None)
 
 
 def seen_instead(s: Summary, claim: tuple[str, tuple[int, ...]]) -> str:
     """What a run that fails a PAPER_SEEN claim showed instead, in a few words: the phases it went through, or
-    the plateaus a claimed skip kept. A claimed Phase 2 the run went past without a plateau gets how far the
-    label-multiset strategy had got when the pairing began (`parting_table`, chapter 10)."""
+    the plateaus a claimed skip kept; for a run flat at the cap short of the claim's phases, that no later phase
+    came. A claimed Phase 2 the run went past without a plateau gets how far the label-multiset strategy had got
+    when the pairing began (`parting_table`, chapter 10)."""
     kind, ks = claim
+    seed = s.run.config.seed
+    if settled(s.run) and not (bool(s.seen) and max(s.seen) >= max(ks)):
+        return (f"seed {seed} showed {s.seen_text} and was flat at the {int(s.run.steps[-1]):,}-step cap "
+                f"({end_slope(s.run):+.3f} accuracy per 10^5 steps over its last quarter): no later phase came")
     if kind == "sequence":
-        text = f"seed {s.run.config.seed} showed {s.seen_text}"
+        text = f"seed {seed} showed {s.seen_text}"
         cut = 2 in ks and 2 not in s.seen and 3 in s.seen and "acc_random_label" in s.run.metrics
         reach = multiset_reach(s.run) if cut else None
         if reach is not None:
@@ -101,7 +107,7 @@ def seen_instead(s: Summary, claim: tuple[str, tuple[int, ...]]) -> str:
         return text
     kept = [k for k in ks if k in s.levels]
     plateaus = ", ".join(f"Phase {k} ({s.levels[k]:.2f})" for k in kept)
-    return f"seed {s.run.config.seed} kept a plateau at {plateaus} on its way through {s.seen_text}"
+    return f"seed {seed} kept a plateau at {plateaus} on its way through {s.seen_text}"
 
 
 def paper_check(what: str, summaries: list[Summary], claim: tuple[str, tuple[int, ...]], paper: str) -> Check:
