@@ -124,3 +124,33 @@ def test_help_says_what_every_config_flag_is(capsys):
         main(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "config: model (Methods §Model):" in text and "--num-tasks INT T, tasks (label tables) (default: 3)" in text
+
+
+def test_sweeps_status_says_where_each_planned_run_stands(tmp_path, capsys):
+    """--status trains nothing: one line per planned run (finished, being trained by a live process, stopped and
+    resumable, not started), in queue order, then the counts."""
+    import json
+    import os
+    import shutil
+
+    from icl_meta.sweeps import QUEUE, plan
+
+    done, stopped, busy = (out for _, out in plan(tmp_path)[:3])
+    main(["train", *TINY_FLAGS, "--out", str(done), "--no-progress"])
+    for out in (stopped, busy):
+        shutil.copytree(done, out)
+        prov = json.loads((out / "provenance.json").read_text())
+        (out / "provenance.json").write_text(json.dumps({**prov, "finished": False}))
+    (busy / ".lock").write_text(f"{os.getpid()}\n")
+    capsys.readouterr()
+    main(["sweeps", "--out", str(tmp_path), "--status"])
+    lines = capsys.readouterr().out.splitlines()
+    last = int(load_run(done).steps[-1])
+    assert lines[0].split() == [f"{done.parent.name}/{done.name}", "finished", "at", "step", f"{last:,}",
+                                "(at", "its", "cap)"]
+    assert lines[1].endswith(f"stopped, step {last:,} saved (resumes)")
+    assert lines[2].endswith(f"being trained by process {os.getpid()} (step {last:,} saved)")
+    assert lines[3].endswith("not started") and len(lines) == len(QUEUE) + 1
+    assert lines[-1] == f"{len(QUEUE)} runs: 1 finished, 1 being trained, 1 stopped, {len(QUEUE) - 3} not started"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted({done.parent.name, stopped.parent.name,
+                                                                busy.parent.name})  # nothing else was written

@@ -199,10 +199,27 @@ def cmd_sweeps(args: argparse.Namespace, argv: list[str]) -> None:
     from .trainer import check_arguments
 
     runs = plan(args.out, tuple(args.names) or SWEEP_NAMES, tuple(args.seeds), args.steps, args.device)
+    if args.status:
+        print_status([out for _, out in runs])
+        return
     check_arguments(runs[0][0], args.threads)  # a device this machine lacks is refused before any run
     jobs = [Job(cfg.to_dict(), str(out), args.threads, args.compile, _command(argv)) for cfg, out in runs]
     _make_out(args.out)
     _run_all(jobs, args, f"sweeps: {len(jobs)} runs into {args.out}")
+
+
+def print_status(runs: list[Path]) -> None:
+    """One line per run directory, in queue order, saying where it stands (runs.run_state), then the count of
+    runs in each state: what a resumed regeneration will train next, without training anything."""
+    from .runs import RUN_STATES, run_state
+
+    states = [run_state(out) for out in runs]
+    names = [f"{out.parent.name}/{out.name}" for out in runs]
+    width = max(map(len, names))
+    for name, (_, words) in zip(names, states):
+        print(f"{name:<{width}}  {words}")
+    counts = [(sum(kind == k for kind, _ in states), k) for k in RUN_STATES]
+    print(f"{len(runs)} runs: " + ", ".join(f"{n} {k}" for n, k in counts if n))
 
 
 def cmd_phases(args: argparse.Namespace, argv: list[str]) -> None:
@@ -271,6 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--steps", type=_int_at_least(1), default=None,
                    help=f"cap of each run; it stops earlier once it holds 99%% (default {CAP:,})")
     w.add_argument("--device", default="cpu", help='"cpu" (default) or a CUDA device such as "cuda"')
+    w.add_argument("--status", action="store_true",
+                   help="train nothing: print where each planned run stands (finished, being trained, stopped, "
+                        "not started), in queue order")
     add_pool_flags(w, "directory holding one directory per sweep")
     w.set_defaults(func=cmd_sweeps)
     b = sub.add_parser("bench", help="training steps/s and the fraction of matmul throughput reached")

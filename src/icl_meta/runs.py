@@ -149,6 +149,39 @@ def locked(run: Path) -> Iterator[None]:
         os.close(fd)
 
 
+def _alive(pid: int) -> bool:
+    """Whether a process with this pid exists (signal 0 checks without sending anything)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, owned by another user
+        return True
+    return True
+
+
+RUN_STATES = ("finished", "being trained", "stopped", "not started")
+
+
+def run_state(run: Path) -> tuple[str, str]:
+    """Where a run directory stands, read without taking its lock (a sweep worker may be writing it): one of
+    RUN_STATES and the words that say it: 'finished at step N (held 99%)' or '(at its cap)', 'being trained by
+    process P (step N saved)', 'stopped, step N saved (resumes)', 'not started'. The saved step is the last one
+    in its metrics; the process is the one its lock file names, if it is alive."""
+    if not (run / "config.json").is_file():
+        return "not started", "not started"
+    prov = read_json(run / "provenance.json") if (run / "provenance.json").is_file() else {}
+    if prov.get("finished"):
+        how = "held 99%" if prov.get("early_stopped") else "at its cap"
+        return "finished", f"finished at step {prov['final_step']:,} ({how})"
+    metrics = run / "metrics.safetensors"
+    saved = f"step {int(read_tensors(metrics, 'np')['step'][-1]):,} saved" if metrics.is_file() else "nothing saved"
+    owner = (run / ".lock").read_text().strip() if (run / ".lock").is_file() else ""
+    if owner.isdigit() and _alive(int(owner)):
+        return "being trained", f"being trained by process {owner} ({saved})"
+    return "stopped", f"stopped, {saved} (resumes)"
+
+
 def checkpoint_path(run: Path, step: int) -> Path:
     return run / "checkpoints" / f"step_{step:07d}.safetensors"
 
