@@ -199,3 +199,22 @@ def test_fast_path_compiles_as_one_graph(gen):
     explained = torch._dynamo.explain(Model(cfg))(sample(make_instance(cfg), cfg, 8, gen))
     torch._dynamo.reset()
     assert explained.graph_count == 1 and explained.graph_break_count == 0, explained.break_reasons
+
+
+def test_compiled_step_is_the_eager_step_to_float_rounding():
+    """trainer.compiled_step (loss and gradient as one compiled graph, then SGD's foreach update) moves the
+    parameters as eager_step (autograd, torch.optim.SGD) does, step after step, on a config that takes the
+    other branches of the forward (several heads, the standard block, the loss at every label)."""
+    from conftest import TINY
+
+    from icl_meta.trainer import compiled_step, eager_step
+
+    cfg = Config(**TINY, n_heads=2, block="standard", readout="all_labels")
+    inst, eager, compiled = make_instance(cfg), Model(cfg), Model(cfg)
+    steps = (eager_step(eager, eager), compiled_step(compiled))
+    streams = (generator(1), generator(1))
+    for _ in range(5):
+        (la, ca), (lb, cb) = (step(sample(inst, cfg, cfg.batch_size, g)) for step, g in zip(steps, streams))
+        assert torch.allclose(la, lb, rtol=1e-5) and torch.equal(ca, cb)
+    for (name, a), b in zip(eager.named_parameters(), compiled.parameters()):
+        assert torch.allclose(a, b, rtol=0, atol=RTOL * a.abs().max().item()), name

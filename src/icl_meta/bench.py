@@ -24,7 +24,7 @@ from .config import Config
 from .ensemble import gradient_step, sgd_step, stack_parameters
 from .model import Model, loss_and_correct
 from .task import Batch, eval_sets, generator, make_instance, sample
-from .trainer import check_arguments, evaluate, retain_freed_memory, runnable
+from .trainer import check_arguments, compiled_step, eager_step, evaluate, retain_freed_memory, runnable
 
 PATHS = ("previous", "eager", "compiled")
 ENSEMBLE_SIZES = (1, 4, 16)
@@ -131,18 +131,16 @@ def step_flops(cfg: Config) -> int:
 
 def _path(cfg: Config, path: str) -> tuple[Callable[[], None], Callable[[], object], float]:
     """A training step (sampling + SGD step) and an evaluation of a fresh model on one path, and the seconds that
-    the first of each took (compilation included)."""
+    the first of each took (compilation included). The compiled path is what `train(..., compile=True)` runs:
+    trainer.compiled_step, the evaluation through the compiled forward."""
     inst, model = make_instance(cfg), Model(cfg).to(cfg.device)
     fast = _Previous(model) if path == "previous" else runnable(model, path == "compiled")
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr)
+    train_step = compiled_step(model) if path == "compiled" else eager_step(model, fast)
     g = generator(0, cfg.device)
     sets = eval_sets(inst, cfg)
 
     def step():
-        loss, _ = loss_and_correct(fast, sample(inst, cfg, cfg.batch_size, g))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        train_step(sample(inst, cfg, cfg.batch_size, g))
 
     def evaluation():
         return evaluate(fast, sets, probe_model=model)

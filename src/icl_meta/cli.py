@@ -250,7 +250,7 @@ def add_pool_flags(p: argparse.ArgumentParser, out_help: str) -> None:
     p.add_argument("--jobs", type=_int_at_least(1), default=2, help="processes at once (default 2)")
     p.add_argument("--threads", type=_int_at_least(1), default=1, help="torch threads per process (default 1)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
-                   help="train through the compiled forward: ~1.2x faster after about a minute of compiling")
+                   help="train through the compiled step: ~1.5x faster after about a minute of compiling")
     p.add_argument("--out", required=True, help=out_help)
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--executor", choices=EXECUTORS, default="local",
@@ -274,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="run directory (resumed if it holds this config)")
     t.add_argument("--threads", type=_int_at_least(1), default=1, help="torch threads (default 1)")
     t.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
-                   help="train through the compiled forward: ~1.2x faster after about a minute of compiling")
+                   help="train through the compiled step: ~1.5x faster after about a minute of compiling")
     t.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
     t.set_defaults(func=cmd_train)
     s = sub.add_parser("sweep", help="train a grid of configs and seeds, several processes at once")

@@ -206,7 +206,7 @@ def recorded_command(command: str | None) -> str:
 
 def provenance(cfg: Config, command: str | None, threads: int, compiled: bool = False) -> dict:
     """What a new run records about how it was made; threads: the torch thread count it trains with, compiled:
-    whether through the compiled forward (the rounding of its sums, hence its bits, depends on both)."""
+    whether through the compiled step (the rounding of its sums, hence its bits, depends on both)."""
     from . import __version__
 
     return {

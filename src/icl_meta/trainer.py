@@ -12,13 +12,16 @@ import tempfile
 import time
 import weakref
 from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch.func import functional_call, grad_and_value
 
 from .config import Config
-from .model import Model, loss_and_correct
+from .model import Model, loss_and_correct, readout_loss
 from .probes import attention_maps, metric_columns
 from .progress import progress_bar
 from .runs import (Run, atomic_save_tensors, atomic_write_text, checkpoint_path, git_commit, load_run, locked,
@@ -68,15 +71,57 @@ def accuracy(model: Model, batch: Batch) -> float:
 
 def runnable(model: Model, compile: bool) -> Model:
     """model itself, or with its forward compiled by torch.compile (the same parameters, the same function to
-    float rounding). Compiling takes tens of seconds once per process (less with inductor's cache warm) and makes a
-    default training step ~1.1x and an evaluation ~1.2x faster than the eager path on one CPU core (`icl-meta
-    bench`; before issue 16's eager speed-up, ~1.4x and ~2.5x): it pays for long runs, not short ones.
+    float rounding): the evaluations' forward of a compiled run, whose training steps take compiled_step.
+    Compiling takes tens of seconds once per process (less with inductor's cache warm) and makes an evaluation
+    ~1.2x faster than the eager path on one CPU core (`icl-meta bench`): it pays for long runs, not short ones.
     Compiling resets torch.compile's caches first: a process that trains run after run (a sweep worker) would
     otherwise reach its recompilation limit after a few runs and silently fall back to eager."""
     if not compile:
         return model
     torch.compiler.reset()
     return torch.compile(model, dynamic=False)
+
+
+def eager_step(model: Model, fast: Model) -> Callable[[Batch], tuple[torch.Tensor, torch.Tensor]]:
+    """One SGD step of model on a batch through fast (the model or its compiled forward, see runnable): loss,
+    autograd's backward, torch.optim.SGD's update. Returns the loss and the bool [B] of correct predictions."""
+    opt = torch.optim.SGD(model.parameters(), lr=model.cfg.lr)
+
+    def step(batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        loss, correct = loss_and_correct(fast, batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss, correct
+
+    return step
+
+
+def compiled_step(model: Model) -> Callable[[Batch], tuple[torch.Tensor, torch.Tensor]]:
+    """eager_step's function with the loss and its gradient (torch.func.grad_and_value over the model's
+    parameters: forward and backward) traced into one torch.compile graph, Inductor's C++ wrapper calling its
+    kernels, then SGD's update of the parameters in place (one foreach call, as torch.optim.SGD makes it). On one
+    CPU core it takes out what the autograd engine and the Python launch of each small kernel cost, much of a step
+    of this model: about 1.5x the eager step here (`icl-meta bench`). The same run to float rounding
+    (tests/test_trainer.py). Compiling takes about half a minute, once per process."""
+    params, buffers = dict(model.named_parameters()), dict(model.named_buffers())
+    names = tuple(f.name for f in fields(Batch))
+    readout = model.cfg.readout
+
+    def loss(p: dict[str, torch.Tensor], tensors: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        batch = Batch(*tensors)
+        return readout_loss(readout, functional_call(model, (p, buffers), (batch,)), batch)
+
+    gradient = torch.compile(grad_and_value(loss, has_aux=True), dynamic=False, options={"cpp_wrapper": True})
+
+    @torch.no_grad()
+    def step(batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        grads, (value, correct) = gradient({k: p.detach() for k, p in params.items()},
+                                           tuple(getattr(batch, n) for n in names))
+        torch._foreach_add_(list(params.values()), [grads[k] for k in params], alpha=-model.cfg.lr)
+        return value, correct
+
+    return step
 
 
 @torch.no_grad()
@@ -221,8 +266,8 @@ def train(cfg: Config, out: str | os.PathLike | None = None, progress: bool | No
     progress: a progress bar (one updating line in a notebook); default on unless the CI environment variable is set.
     threads: torch threads while training (default 1, as the CLI). The rounding, hence the bits, depend on it:
     provenance.json records it (torch_threads, and resume_threads for every resumption).
-    compile: train and evaluate through the compiled forward (see runnable): the same run to float rounding,
-    faster once compiled; recorded as provenance's compiled (resume_compiled for every resumption).
+    compile: train through compiled_step and evaluate through the compiled forward (runnable): the same run to
+    float rounding, faster once compiled; recorded as provenance's compiled (resume_compiled for every resumption).
     A process writing a run holds its lock: a second writer gets runs.RunLocked. A non-finite loss stops the
     run with DivergedError, leaving the directory resumable from its last saved state. Training lets glibc keep
     freed memory for the rest of the process (retain_freed_memory: fewer page faults, the same numbers).
@@ -385,15 +430,12 @@ def _train(cfg: Config, out: Path, progress: bool | None, command: str | None, t
         return load_run(out)
     progress = not os.environ.get("CI") if progress is None else progress
     model = run.model
-    fast = runnable(model, compile)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr)
+    fast = runnable(model, compile)  # the evaluations' forward
+    step = compiled_step(model) if compile else eager_step(model, fast)
     run.begin(fast)
     bar = progress_bar(cfg.steps, run.step, progress, desc="train", unit="step", mininterval=1.0)
     while run.running:
-        loss, correct = loss_and_correct(fast, run.batch())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        loss, correct = step(run.batch())
         if not run.add(loss, correct):
             continue
         stop = run.log(fast)
