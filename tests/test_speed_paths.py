@@ -205,11 +205,9 @@ def test_compiled_step_is_the_eager_step_to_float_rounding():
     """trainer.compiled_step (loss and gradient as one compiled graph, then SGD's foreach update) moves the
     parameters as eager_step (autograd, torch.optim.SGD) does, step after step, on a config that takes the
     other branches of the forward (several heads, the standard block, the loss at every label)."""
-    from conftest import TINY
-
     from icl_meta.trainer import compiled_step, eager_step
 
-    cfg = Config(**TINY, n_heads=2, block="standard", readout="all_labels")
+    cfg = Config(batch_size=32, n_heads=2, block="standard", readout="all_labels")
     inst, eager, compiled = make_instance(cfg), Model(cfg), Model(cfg)
     steps = (eager_step(eager, eager), compiled_step(compiled))
     streams = (generator(1), generator(1))
