@@ -13,7 +13,6 @@ not (`icl-meta bench` prints runs × steps/s for E = 1, 4, 16): there, runs trai
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from contextlib import ExitStack
 from pathlib import Path
@@ -25,13 +24,12 @@ from .config import Config
 from .model import Model, readout_loss
 from .progress import progress_bar
 from .runs import Run, locked
-from .task import Batch
+from .task import BATCH_FIELDS, Batch
 from .trainer import DivergedError, RunWriter, check_arguments, open_run, retain_freed_memory
 
 # Config fields every member must share: they fix the parameters' shapes, the forward and the update.
 SHARED = ("num_labels", "num_seq", "content_dim", "pos_dim", "n_layers", "n_heads", "w_o", "masks", "block",
           "readout", "mlp_hidden", "lr", "batch_size", "device")
-BATCH_FIELDS = tuple(f.name for f in dataclasses.fields(Batch))
 
 
 def ensemble_key(cfg: Config) -> tuple:

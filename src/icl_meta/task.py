@@ -9,7 +9,7 @@ from the same law restricted to classes absent from the context.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
@@ -49,6 +49,11 @@ class Batch:
 
     def with_labels(self, labels: torch.Tensor) -> "Batch":
         return Batch(self.items, labels, self.target, self.task, self.classes, self.positions)
+
+
+# Batch's field names in order: a batch passed as a plain tuple of tensors (to torch.func and torch.compile) and
+# rebuilt with Batch(*tensors).
+BATCH_FIELDS = tuple(f.name for f in fields(Batch))
 
 
 def zipf(n: int, exponent: float, device: str = "cpu") -> torch.Tensor:

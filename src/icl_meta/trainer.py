@@ -13,7 +13,6 @@ import time
 import weakref
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,7 @@ from .probes import attention_maps, metric_columns
 from .progress import progress_bar
 from .runs import (Run, atomic_save_tensors, atomic_write_text, checkpoint_path, git_commit, load_run, locked,
                    provenance, read_json, read_tensors, recorded_command, remove_temporaries, save_metrics)
-from .task import Batch, eval_sets, generator, make_instance, sample
+from .task import BATCH_FIELDS, Batch, eval_sets, generator, make_instance, sample
 
 EVAL_CHUNK = 256
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
@@ -105,7 +104,6 @@ def compiled_step(model: Model) -> Callable[[Batch], tuple[torch.Tensor, torch.T
     of this model: about 1.5x the eager step here (`icl-meta bench`). The same run to float rounding
     (tests/test_trainer.py). Compiling takes about half a minute, once per process."""
     params, buffers = dict(model.named_parameters()), dict(model.named_buffers())
-    names = tuple(f.name for f in fields(Batch))
     readout = model.cfg.readout
 
     def loss(p: dict[str, torch.Tensor], tensors: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -117,7 +115,7 @@ def compiled_step(model: Model) -> Callable[[Batch], tuple[torch.Tensor, torch.T
     @torch.no_grad()
     def step(batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         grads, (value, correct) = gradient({k: p.detach() for k, p in params.items()},
-                                           tuple(getattr(batch, n) for n in names))
+                                           tuple(getattr(batch, n) for n in BATCH_FIELDS))
         torch._foreach_add_(list(params.values()), [grads[k] for k in params], alpha=-model.cfg.lr)
         return value, correct
 
