@@ -1,5 +1,6 @@
 """The architecture chapters' checks, on synthetic runs whose phases and heads are known."""
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,14 @@ def synthetic(cfg: Config, levels, edges, heads: dict[str, tuple[float, float, i
     for col, (before, after, step) in (heads or {}).items():
         m[col] = np.where(STEPS < step, before, after)
     return summarise(Run(Path("synthetic"), cfg, m, {}, []), CEIL)
+
+
+def held_to_cap(s):
+    """The same run held flat from its last row to the full-length cap: finished below the top (phasemap.settled)."""
+    extra = np.arange(WINDOW + 100, CAP + 1, 100.0)
+    m = {k: np.concatenate([v, np.full(len(extra), v[-1])]) for k, v in s.run.metrics.items()}
+    m["step"] = np.concatenate([s.run.metrics["step"], extra])
+    return summarise(dataclasses.replace(s.run, metrics=m), CEIL)
 
 
 PHASED = ([0.03, 0.36, 0.80], [(1000, 2000), (20_000, 30_000)])
@@ -128,6 +137,26 @@ def test_block_and_readout_checks_leave_unreached_phases_open():
     short = summarise(truncated(every.run, 25_000), CEIL)
     final = readout_checks([solved, short])[1]
     assert final.ok is None and final.why.endswith("within its 25,000 steps")
+
+
+def test_a_run_flat_at_the_cap_is_finished():
+    """Held flat below the top to the cap, a run is finished (Summary.finished): what it has not shown by then fails
+    the heads', the FCC-location and the named-circuit checks, where the same run cut at the window leaves them open."""
+    alike = synthetic(Config(n_heads=2), [0.03, 0.80], [(2000, 50_000)],
+                      {"L1H1_bigram": (0.11, 0.95, 9000), "L1H2_bigram": (0.11, 0.95, 9000)})
+    capped = held_to_cap(alike)
+    assert not alike.finished and capped.finished and not capped.reached_top
+    before, after = ({c.what: c.ok for c in head_checks([s])} for s in (alike, capped))
+    for what in ("H=2: a head turns SCC-like", "H=2: heads take different roles"):
+        assert before[what] is None and after[what] is False, what
+    heads = {"L1H1_chunk_example": (0.26, 0.9, 30_000), "L2H1_label_attention": (0.44, 0.95, 30_000)}
+    deep = synthetic(Config(n_layers=3), *PHASED, heads)
+    assert fcc_location_check(deep).ok is None and fcc_location_check(held_to_cap(deep)).ok is True
+    standard = synthetic(Config(block="standard"), *PHASED, {
+        "L1H1_bigram": (0.11, 0.95, 1500), "L2H1_bigram": (0.11, 0.95, 1500),
+        "L1H1_label_attention": (0.44, 0.0, 1500), "L2H1_label_attention": (0.44, 0.0, 1500)})
+    p3 = block_checks([held_to_cap(standard)])[2]
+    assert p3.ok is False and p3.ours == "not reached: flat at 0.80 at the cap" and p3.why == "no later phase came"
 
 
 def test_summary_plateaus_use_the_plateau_rule_and_the_ceilings_names():

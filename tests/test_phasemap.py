@@ -102,8 +102,8 @@ def test_judge_sequences_and_skips():
     assert judge(at_cap["flat"], ("skips", (2,))) is False and judge(at_cap["flat"], three) is False  # finished
     assert judge(at_cap["rising"], ("skips", (2,))) is None and judge(at_cap["rising"], three) is None  # may still come
     assert paper_check("x", [at_cap["flat"]], ("skips", (2,)), "p").why == (
-        "seed 0 showed 1 and was flat at the 400,000-step cap (+0.000 accuracy per 10^5 steps over its last quarter): "
-        "no later phase came")
+        "seed 0 showed 1 and was flat at the cap of 400,000 steps (+0.000 accuracy per 10^5 steps over its last "
+        "quarter): no later phase came")
     split = dataclasses.replace(_summary((2, 3), 1.0), robust=_summary((1, 2, 3), 1.0))
     check = paper_check("x", [split], claim, "p")  # the plateau rule decides; the robust reading is named
     assert check.ok is True and "[robust: 1 → 2 → 3]" in check.ours

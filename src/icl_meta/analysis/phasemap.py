@@ -84,6 +84,17 @@ class Summary:
     robust: "Summary | None" = None
 
     @property
+    def reached_top(self) -> bool:
+        """The run ended within MIN_GAP of the full-pairs ceiling: no further phase can come."""
+        return self.final_acc >= self.ceilings["full_pairs"] - MIN_GAP
+
+    @property
+    def finished(self) -> bool:
+        """No later phase can come after the run's end: it reached the top, or ended flat at the cap (`settled`).
+        A phase it has not shown by then is not seen; a run not finished leaves such a verdict open."""
+        return self.reached_top or settled(self.run)
+
+    @property
     def seen(self) -> tuple[int, ...]:
         """Phases seen, the one being climbed into at the end included."""
         return tuple(self.levels) + ((self.rising,) if self.rising is not None else ())

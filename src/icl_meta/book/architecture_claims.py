@@ -12,7 +12,7 @@ As in the data chapters, the verdict is the plateau rule's; the robust rule's re
 from __future__ import annotations
 
 from ..analysis.heads import head_patterns, head_roles, layer_metrics_at_end, role_switches, steepest_head_change
-from ..analysis.phasemap import MIN_GAP, Summary, max_jump, settled
+from ..analysis.phasemap import Summary, max_jump
 from ..analysis.readings import layer_patterns, phase_steps, steps_to
 from ..probes import METRICS
 from .paper import PAPER_CIRCUITS, PAPER_PHASED
@@ -33,15 +33,10 @@ def counted(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
-def reached_top(s: Summary) -> bool:
-    """The run ended within MIN_GAP of the full-pairs ceiling: no further phase can come."""
-    return s.final_acc >= s.ceilings["full_pairs"] - MIN_GAP
-
-
 def decided(s: Summary) -> bool:
-    """Whether "phases or smooth" is settled by the run's end: it showed phases, reached the top, or ended flat at
-    the cap (`phasemap.settled`)."""
-    return phased(s) or reached_top(s) or settled(s.run)
+    """Whether "phases or smooth" is settled by the run's end: it showed phases, or no later phase can come
+    (`Summary.finished`: it reached the top, or ended flat at the cap)."""
+    return phased(s) or s.finished
 
 
 def phased_checks(summaries: list[Summary], field: str) -> list[Check]:
@@ -73,7 +68,8 @@ def per_seed_check(what: str, paper: str, same: list[Summary], read, sep: str = 
     found = [read(s) for s in same]
     ours = sep.join(f"seed {s.run.config.seed}: {text}" for s, (text, _) in zip(same, found))
     ok = over_seeds([ok for _, ok in found])
-    why = {True: "", False: "a seed's reading does not show it", None: "a seed still below the top may show it later"}
+    why = {True: "", False: "a seed's reading does not show it",
+           None: "a seed not finished (below the top, still climbing) may show it later"}
     return Check(f"H={same[0].run.config.n_heads}: {what}", paper, ours, reading_text([s.run for s in same]), ok,
                  why[ok])
 
@@ -93,13 +89,13 @@ def hidden_switch_check(same: list[Summary], factor: float = 2.0) -> Check:
 def hidden_scc_check(same: list[Summary], lo: int = 10_000, hi: int = 100_000) -> Check:
     """Paper Fig. 9: a hidden SCC appears near 3·10^4 steps. Ours, per seed: the first lasting switch of
     a head to the SCC-like role (analysis.heads.role_switches); a seed matches if it falls within half a decade of
-    3·10^4 steps. A seed without one by its run's end does not match, unless it is still below the
-    top (the switch may come later: not comparable)."""
+    3·10^4 steps. A seed without one by its run's end does not match, unless its run is not finished
+    (`Summary.finished`: the switch may come later, not comparable)."""
     def read(s: Summary) -> tuple[str, bool | None]:
         first = next(((layer, head, step) for layer, head, step, _, new in role_switches(s.run, head_roles(s.run))
                       if new == "SCC"), None)
         if first is None:
-            return "no head becomes SCC-like", (False if reached_top(s) else None)
+            return "no head becomes SCC-like", (False if s.finished else None)
         return f"L{first[0]} H{first[1]} at step {first[2]:,}", lo <= first[2] <= hi
 
     return per_seed_check("a head turns SCC-like", "near 30,000 steps", same, read)
@@ -108,12 +104,12 @@ def hidden_scc_check(same: list[Summary], lo: int = 10_000, hi: int = 100_000) -
 def specialised_check(same: list[Summary]) -> Check:
     """Paper Fig. 8, 9: the heads of a layer specialise. Ours, per seed: the heads' roles at the end of
     its run; a seed matches if some layer has heads with different roles, other than "other", and
-    fails if not, unless it is still below the top (its heads may yet specialise: not comparable)."""
+    fails if not, unless its run is not finished (its heads may yet specialise: not comparable)."""
     def read(s: Summary) -> tuple[str, bool | None]:
         roles = head_roles(s.run)[:, :, -1]
         layers = "; ".join(f"L{li + 1} " + ", ".join(r) for li, r in enumerate(roles))
         specialised = any(len(set(r) - {"other"}) > 1 for r in roles)
-        return layers, (True if specialised else (False if reached_top(s) else None))
+        return layers, (True if specialised else (False if s.finished else None))
 
     return per_seed_check("heads take different roles", "NCC-like and FCC-like heads", same, read, sep=" / ")
 
@@ -132,7 +128,7 @@ def fcc_location_check(s: Summary) -> Check:
     m = layer_metrics_at_end(s.run)
     chunk, label = int(m[:, 2].argmax()) + 1, int(m[:, 1].argmax()) + 1
     patterns = ", ".join(f"L{li + 1} {p}" for li, p in enumerate(head_patterns(s.run)[:, 0, -1]))
-    ok = (chunk, label) == (1, 2) if reached_top(s) else None
+    ok = (chunk, label) == (1, 2) if s.finished else None
     return Check(f"{s.run.config.n_layers} layers: where the FCC pattern sits",
                  "Chunk Example in layer 1, Label Attention in layer 2",
                  f"most chunking in L{chunk}, most label attention in L{label} ({patterns}; accuracy "
@@ -164,23 +160,26 @@ def named_circuit_checks(s: Summary, label: str) -> list[Check]:
     wins), the pattern each layer
     changed to since the previous plateau (readings.layer_patterns, chapter 4's rule; the first against
     initialisation), against Table 1's row of that name. A phase missing from a run that reached the top
-    was skipped (not matched); one missing from a run still below it is not comparable (it may come after
-    the run's end)."""
+    was skipped, and from one flat at the cap never came (neither matched); one missing from a run not finished
+    (`Summary.finished`) is not comparable (it may come after the run's end)."""
     steps = phase_steps(s.run, s.plateaus, checkpoints=False)
     found = {k: (step, patterns) for k, step, _, patterns in layer_patterns(s.run, steps)}
     seed = reading_text([s.run])
-    unfinished = None if reached_top(s) else unfinished_text([s.run])  # the why of a phase not reached
+    unfinished = None if s.finished else unfinished_text([s.run])  # the why of a phase not reached
     checks = []
     for k, (name, l1, l2) in PAPER_CIRCUITS.items():
         step, pats = found.get(k, (None, None))
         if pats:
             ours, ok = f"L1 {pats[0]}, L2 {pats[1]} (step {step:,})", pats == (l1, l2)
-        elif reached_top(s):
+        elif s.reached_top:
             ours, ok = f"skipped: no Phase-{k} plateau on the way to {s.final_acc:.2f}", False
+        elif s.finished:
+            ours, ok = f"not reached: flat at {s.final_acc:.2f} at the cap", False
         else:
             ours, ok = "not reached by the run's end", None
         why = {True: "", None: unfinished,
-               False: "the phase was skipped" if not pats else "the layers' batch-mean metrics name other patterns"}
+               False: ("the layers' batch-mean metrics name other patterns" if pats else
+                       "the phase was skipped" if s.reached_top else "no later phase came")}
         checks.append(Check(f"{label}: Phase {k} circuit ({name})", f"L1 {l1}, L2 {l2}", ours,
                             seed, ok, why[ok]))
     return checks

@@ -70,11 +70,16 @@ def reading_text(runs: list[Run]) -> str:
     return who + (f", {ends[0]:,} steps" if len(ends) == 1 else f", {ends[0]:,}-{ends[-1]:,} steps")
 
 
+def end_text(run: Run) -> str:
+    """Where a run ended and how fast it still climbed: its last step and the slope of its accuracy over its last
+    quarter (readings.end_slope)."""
+    return f"{int(run.steps[-1]):,} steps ({end_slope(run):+.3f} accuracy per 10^5 steps over its last quarter)"
+
+
 def unfinished_text(runs: list[Run]) -> str:
     """Why a check over these runs is open, for the runs that leave it open: each was cut at its cap before
-    the claim could be decided, with the slope of its accuracy over its last quarter (readings.end_slope)."""
-    cut = "; ".join(f"seed {r.config.seed} cut at {int(r.steps[-1]):,} steps ({end_slope(r):+.3f} accuracy per "
-                    "10^5 steps over its last quarter)" for r in runs)
+    the claim could be decided, with how fast it still climbed (end_text)."""
+    cut = "; ".join(f"seed {r.config.seed} cut at {end_text(r)}" for r in runs)
     return f"{'the run' if len(runs) == 1 else 'the runs'} ended before it could tell: {cut}"
 
 

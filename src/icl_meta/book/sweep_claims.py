@@ -12,11 +12,11 @@ import numpy as np
 
 from ..analysis.phasemap import (MIN_GAP, PHASE_OF_CEILING, Summary, changed_label, max_jump, setting_label,
                                  settled, truncated, varied)
-from ..analysis.readings import end_slope, multiset_reach, steps_to
+from ..analysis.readings import multiset_reach, steps_to
 from ..runs import Run
 from ..sweeps import setting_name, sweep
 from .paper import PAPER_SEEN, PAPER_WORDS
-from .report import Check, over_seeds, reading_text, seeds_text, unfinished_text
+from .report import Check, end_text, over_seeds, reading_text, seeds_text, unfinished_text
 
 # The sweeps each data chapter reads (10: tasks, classes, noise, Zipf; 11: burstiness, context length),
 # and the phase maps of chapter 12 with their axes.
@@ -72,7 +72,8 @@ def parting_table(summaries: list[Summary]) -> str:
 def judge(s: Summary, claim: tuple[str, tuple[int, ...]]) -> bool | None:
     """One run against a PAPER_SEEN claim: True, False, or None when the run ended too early to tell (a run
     that ended flat at the cap did not: `phasemap.settled`). Skips are judged on plateaus (a phase only passed
-    through while climbing is not a plateau), and need a later phase reached."""
+    through while climbing is not a plateau), and need a later phase reached: a run at the top whose last plateau is
+    named no later than the claim's phases (two ceilings closer than the accuracy's climb) cannot tell."""
     kind, ks = claim
     if kind == "sequence":
         if s.seen == ks:
@@ -95,8 +96,7 @@ def seen_instead(s: Summary, claim: tuple[str, tuple[int, ...]]) -> str:
     kind, ks = claim
     seed = s.run.config.seed
     if settled(s.run) and not (bool(s.seen) and max(s.seen) >= max(ks)):
-        return (f"seed {seed} showed {s.seen_text} and was flat at the {int(s.run.steps[-1]):,}-step cap "
-                f"({end_slope(s.run):+.3f} accuracy per 10^5 steps over its last quarter): no later phase came")
+        return f"seed {seed} showed {s.seen_text} and was flat at the cap of {end_text(s.run)}: no later phase came"
     if kind == "sequence":
         text = f"seed {seed} showed {s.seen_text}"
         cut = 2 in ks and 2 not in s.seen and 3 in s.seen and "acc_random_label" in s.run.metrics
