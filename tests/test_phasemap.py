@@ -264,6 +264,27 @@ def test_parting_step_and_table_say_how_far_phase_2_got_before_phase_3():
     assert seen_instead(summarise(run_with([0.03, 0.36, 1.0], edges), CEIL), three) == "seed 0 showed 1 → 3"
 
 
+def test_seen_instead_names_a_label_multiset_plateau_flat_at_the_cap():
+    """A run flat at the cap on a plateau whose SCC and FCC ceilings lie within MIN_GAP is named Phase 3; if its
+    accuracy never parted from its random-label accuracy it never read the pairs, and the why says so. While it
+    could still climb (the 60,000-step window), or where the ceilings leave Phase 2 room, the why does not."""
+    close = {"query_only": 0.36, "label_multiset": 0.96, "full_pairs": 1.0}
+    steps = np.arange(0, CAP + 1, 100)
+    acc = np.interp(steps, [0, 2000, 6000], [0.03, 0.03, 0.93])
+    metrics = {"step": steps.astype(float), "acc": acc, "acc_random_label": acc + 0.02}
+    flat = summarise(Run(Path("synthetic"), Config(), metrics, {}, []), close)
+    three = ("sequence", (1, 2, 3))
+    assert flat.seen == (3,) and judge(flat, three) is False
+    assert seen_instead(flat, three) == ("seed 0 showed 3: its accuracy never parted from its random-label accuracy, "
+                                         "so it never read the pairs; a label-multiset plateau at 0.93, named Phase 3 "
+                                         "because its SCC and FCC ceilings (0.96, 1.00) lie within 0.05 (chapter 10, "
+                                         "random labels)")
+    window = Run(Path("synthetic"), Config(), {k: v[steps <= WINDOW] for k, v in metrics.items()}, {}, [])
+    assert seen_instead(summarise(window, close), three) == "seed 0 showed 3"
+    apart = {**close, "label_multiset": 0.90}
+    assert "never read the pairs" not in seen_instead(summarise(flat.run, apart), three)
+
+
 def test_plot_parting_draws_both_curves_the_ceiling_and_the_parting_step():
     import matplotlib.pyplot as plt
 

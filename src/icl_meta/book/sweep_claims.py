@@ -92,7 +92,9 @@ def seen_instead(s: Summary, claim: tuple[str, tuple[int, ...]]) -> str:
     """What a run that fails a PAPER_SEEN claim showed instead, in a few words: the phases it went through, or
     the plateaus a claimed skip kept; for a run flat at the cap short of the claim's phases, that no later phase
     came. A claimed Phase 2 the run went past without a plateau gets how far the label-multiset strategy had got
-    when the pairing began (`parting_table`, chapter 10)."""
+    when the pairing began (`parting_table`, chapter 10); a run flat at the cap whose two accuracies never parted
+    never read the pairs: its last plateau is the label multiset's, named Phase 3 only because its SCC and FCC
+    ceilings lie too close to name apart."""
     kind, ks = claim
     seed = s.run.config.seed
     if settled(s.run) and not (bool(s.seen) and max(s.seen) >= max(ks)):
@@ -104,6 +106,11 @@ def seen_instead(s: Summary, claim: tuple[str, tuple[int, ...]]) -> str:
         if reach is not None:
             text += (f": Phase 2 cut short, its random-label accuracy at {reach[1]:.2f} of its ceiling "
                      f"{s.ceilings['label_multiset']:.2f} when the pairing began (chapter 10, random labels)")
+        elif cut and settled(s.run) and s.ceilings["full_pairs"] - s.ceilings["label_multiset"] < MIN_GAP:
+            text += (f": its accuracy never parted from its random-label accuracy, so it never read the pairs; a "
+                     f"label-multiset plateau at {s.final_acc:.2f}, named Phase 3 because its SCC and FCC ceilings "
+                     f"({s.ceilings['label_multiset']:.2f}, {s.ceilings['full_pairs']:.2f}) lie within {MIN_GAP} "
+                     "(chapter 10, random labels)")
         return text
     kept = [k for k in ks if k in s.levels]
     plateaus = ", ".join(f"Phase {k} ({s.levels[k]:.2f})" for k in kept)
