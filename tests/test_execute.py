@@ -80,3 +80,11 @@ def test_a_cell_timeout_is_retried_once_then_raised(tmp_path, caplog):
     with caplog.at_level(logging.WARNING), pytest.raises(CellTimeoutError):
         execute(path, timeout=1, allow_errors=False)
     assert [r.getMessage() for r in caplog.records if "executing it once more" in r.getMessage()]
+
+
+def test_a_cells_prints_become_one_output_per_stream(tmp_path):
+    path = tmp_path / "prints.ipynb"
+    notebook(path, "import sys, time\nfor i in range(3):\n    print('line', i)\n    time.sleep(0.3)\n"
+                   "_ = sys.stderr.write('0%\\r50%\\r100%\\n')")
+    outputs = execute(path, timeout=60, allow_errors=False).cells[1].outputs
+    assert [(o.name, o.text) for o in outputs] == [("stdout", "line 0\nline 1\nline 2\n"), ("stderr", "100%\n")]

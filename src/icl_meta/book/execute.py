@@ -48,11 +48,13 @@ def kernel_env() -> dict[str, str]:
 
 def execute(path: Path, timeout: int, allow_errors: bool) -> nbformat.NotebookNode:
     """The notebook at path, executed in its own directory (as myst-nb does), once more after a cell timeout or a
-    dead kernel."""
+    dead kernel. A cell's prints are merged into one output per stream (and a progress bar's carriage returns
+    resolved to its last state): the website shows one block per cell, not one per print made between
+    computations."""
     def attempt() -> nbformat.NotebookNode:
         nb = nbformat.read(path, as_version=4)
         client = NotebookClient(nb, timeout=timeout, allow_errors=allow_errors, record_timing=False,
-                                resources={"metadata": {"path": str(path.parent)}})
+                                coalesce_streams=True, resources={"metadata": {"path": str(path.parent)}})
         return client.execute(env=kernel_env())
 
     try:
