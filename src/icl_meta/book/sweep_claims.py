@@ -92,7 +92,8 @@ def seen_instead(s: Summary, claim: tuple[str, tuple[int, ...]]) -> str:
     """What a run that fails a PAPER_SEEN claim showed instead, in a few words: the phases it went through, or
     the plateaus a claimed skip kept; for a run flat at the cap short of the claim's phases, that no later phase
     came. A claimed Phase 2 the run went past without a plateau gets how far the label-multiset strategy had got
-    when the pairing began (`parting_table`, chapter 10); a run flat at the cap whose two accuracies never parted
+    when the pairing began (`parting_table`, chapter 10), or, where that strategy had reached its ceiling, that
+    the run went past the SCC level without pausing there; a run flat at the cap whose two accuracies never parted
     never read the pairs: its last plateau is the label multiset's, named Phase 3 only because its SCC and FCC
     ceilings lie too close to name apart."""
     kind, ks = claim
@@ -104,8 +105,11 @@ def seen_instead(s: Summary, claim: tuple[str, tuple[int, ...]]) -> str:
         cut = 2 in ks and 2 not in s.seen and 3 in s.seen and "acc_random_label" in s.run.metrics
         reach = multiset_reach(s.run) if cut else None
         if reach is not None:
-            text += (f": Phase 2 cut short, its random-label accuracy at {reach[1]:.2f} of its ceiling "
-                     f"{s.ceilings['label_multiset']:.2f} when the pairing began (chapter 10, random labels)")
+            ceiling = s.ceilings["label_multiset"]
+            text += (f": Phase 2 cut short, its random-label accuracy at {reach[1]:.2f} of its ceiling {ceiling:.2f}"
+                     if reach[1] < ceiling else
+                     f": no pause at the SCC level, though its random-label accuracy had reached {reach[1]:.2f}, "
+                     f"at or above its ceiling {ceiling:.2f},") + " when the pairing began (chapter 10, random labels)"
         elif cut and settled(s.run) and s.ceilings["full_pairs"] - s.ceilings["label_multiset"] < MIN_GAP:
             text += (f": its accuracy never parted from its random-label accuracy, so it never read the pairs; a "
                      f"label-multiset plateau at {s.final_acc:.2f}, named Phase 3 because its SCC and FCC ceilings "
