@@ -105,11 +105,13 @@ def seen_instead(s: Summary, claim: tuple[str, tuple[int, ...]]) -> str:
         cut = 2 in ks and 2 not in s.seen and 3 in s.seen and "acc_random_label" in s.run.metrics
         reach = multiset_reach(s.run) if cut else None
         if reach is not None:
-            ceiling = s.ceilings["label_multiset"]
-            text += (f": Phase 2 cut short, its random-label accuracy at {reach[1]:.2f} of its ceiling {ceiling:.2f}"
-                     if reach[1] < ceiling else
-                     f": no pause at the SCC level, though its random-label accuracy had reached {reach[1]:.2f}, "
-                     f"at or above its ceiling {ceiling:.2f},") + " when the pairing began (chapter 10, random labels)"
+            got, ceiling = reach[1], s.ceilings["label_multiset"]
+            if got < ceiling:
+                how = f"Phase 2 cut short, its random-label accuracy at {got:.2f} of its ceiling {ceiling:.2f}"
+            else:
+                how = (f"no pause at the SCC level, though its random-label accuracy had reached {got:.2f}, at or "
+                       f"above its ceiling {ceiling:.2f},")
+            text += f": {how} when the pairing began (chapter 10, random labels)"
         elif cut and settled(s.run) and s.ceilings["full_pairs"] - s.ceilings["label_multiset"] < MIN_GAP:
             text += (f": its accuracy never parted from its random-label accuracy, so it never read the pairs; a "
                      f"label-multiset plateau at {s.final_acc:.2f}, named Phase 3 because its SCC and FCC ceilings "
