@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from icl_meta import Config, ceilings, make_instance, scc_theory_accuracy
-from icl_meta.bayes import _log_comb, scc_elimination_accuracy
+from icl_meta.bayes import _log_comb, random_label_ceiling, scc_elimination_accuracy
 from icl_meta.task import zipf
 
 
@@ -53,7 +53,7 @@ def brute_force_ceilings(cfg, inst):
     f, K, n, p_b = inst.table.tolist(), cfg.num_classes, cfg.n_ctx_classes, cfg.p_bursty
     prior = zipf(cfg.num_tasks, cfg.beta).tolist()
     sets = list(itertools.combinations(range(K), n))
-    joint = {name: defaultdict(float) for name in ("query_only", "label_multiset", "full_pairs")}
+    joint = {name: defaultdict(float) for name in ("query_only", "label_multiset", "random_label", "full_pairs")}
     for ctx in sets:
         for q in range(K):
             if cfg.query_rule == "uniform":
@@ -62,7 +62,8 @@ def brute_force_ceilings(cfg, inst):
                 p_q = p_b / n if q in ctx else (1 - p_b) / (K - n)
             for t, p_t in enumerate(prior):
                 p = p_t * p_q / len(sets)
-                obs = {"query_only": q, "label_multiset": (q, tuple(sorted(f[t][c] for c in ctx))),
+                multiset = tuple(sorted(f[t][c] for c in ctx))
+                obs = {"query_only": q, "label_multiset": (q, multiset), "random_label": (q, ctx, multiset),
                        "full_pairs": (q, ctx, tuple(f[t][c] for c in ctx))}
                 for name, o in obs.items():
                     joint[name][o, f[t][q]] += p
@@ -81,11 +82,13 @@ def brute_force_ceilings(cfg, inst):
     {"query_rule": "uniform", "p_bursty": 0.5},
 ])
 def test_ceilings_match_exact_enumeration(changes):
-    """K=8, L=4, N=2, T=3: Monte-Carlo ceilings equal the exact Bayes accuracies from enumeration."""
+    """K=8, L=4, N=2, T=3: Monte-Carlo ceilings equal the exact Bayes accuracies from enumeration, and the
+    random-label one (the class set with the label multiset) lies between the multiset's and the pairs'."""
     cfg = Config(**{"num_classes": 8, "num_labels": 4, "num_seq": 2, "num_tasks": 3, **changes})
     inst = make_instance(cfg)
     exact = brute_force_ceilings(cfg, inst)
-    mc = ceilings(cfg, inst, n=200000)
+    mc = {**ceilings(cfg, inst, n=200000), "random_label": random_label_ceiling(cfg, inst, n=200000)}
+    assert exact["label_multiset"] <= exact["random_label"] <= exact["full_pairs"]
     for name in exact:
         assert mc[name] == pytest.approx(exact[name], abs=0.005), name
 

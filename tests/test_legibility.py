@@ -66,6 +66,7 @@ def test_dashboard_rows_fit_the_page():
     assert all(len(c[4].split(" — ")[0].replace("\\|", "|")) <= CELL_LIMITS["ours"] for c in cells)
     assert max(len(piece) for line in lines for word in line.split() for piece in word.split("\u200b")) <= 30
     assert "label_\u200battention" in lines[4]
+    assert "batch-mean attention…" in visible[4] and "| L2… — " in visible[4]  # cut between words, not inside one
     assert "holds (beyond the paper)" in lines[3] and "matched" not in lines[3]
 
 

@@ -10,7 +10,7 @@ from icl_meta import Config, ceilings
 from icl_meta.analysis.phasemap import (MIN_GAP, Summary, max_jump, name_plateau, phase2_gap, settled, summarise,
                                         truncated, varied)
 from icl_meta.analysis.readings import multiset_reach, parting_step
-from icl_meta.bayes import query_class_accuracy
+from icl_meta.bayes import query_class_accuracy, random_label_ceiling
 from icl_meta.book.sweep_claims import (first_plateau_checks, judge, map_checks, paper_check, parting_table,
                                         phase_table, seen_instead, smoothing_check, task_order_check)
 from icl_meta.runs import Run
@@ -114,6 +114,7 @@ def test_phase_table_lists_plateaus_against_ceilings_and_the_paper():
     s = summarise(run_with([0.03, 0.80, 1.0], [(1000, 3000), (20000, 30000)], Config(num_classes=32)), CEIL)
     table = phase_table([s], "classes")
     assert "| K=32 | 0 | 2 → 3 |" in table and "– / 0.360" in table and "small K skips Phase 1" in table
+    assert f"| 1.000 | {int(STEPS[-1]):,} | small K" in table  # the accuracy at the end, then the step it ended at
 
 
 def test_first_plateau_and_task_order_checks():
@@ -166,7 +167,8 @@ def test_phase2_gap_and_map_checks():
     assert check.ok is True and "2 of 2" in check.ours
     (check,) = map_checks("m", cells, np.array([[True, True, True]]))
     assert check.ok is False and "1 of 2" in check.ours and check.beyond
-    assert check.why == "default (seed 0) showed 1 → 3 where the ceilings leave Phase 2 room"  # names the run
+    assert check.why == ("default (seed 0) showed 1 → 3 where the map's ceilings (one instance per setting) "
+                         "leave Phase 2 room")  # names the run
     assert map_checks("m", [[[_summary((1,), 0.4)]]], np.array([[True]])) == []  # tests nothing: no row
 
 
@@ -254,8 +256,9 @@ def test_parting_step_and_table_say_how_far_phase_2_got_before_phase_3():
     assert multiset_reach(cut)[1] == 0.5 and multiset_reach(cut)[0] == parting_step(cut)
     rows = parting_table([summarise(r, CEIL) for r in (full, cut, blind, early)]).splitlines()[2:]
     assert len(rows) == 3  # `early` never reached Phase 3
-    assert rows[0].startswith("| default | 0 | 1 → 2 → 3 | 0.800 | 0.800 | 32,")
-    assert "| 1 → 3 | 0.500 | 0.800 | " in rows[1]  # Phase 2 cut short: the multiset strategy stopped at 0.5
+    rl_ceiling = f"{random_label_ceiling(Config(), n=20_000):.3f}"  # each row's, on the default instance
+    assert rows[0].startswith(f"| default | 0 | 1 → 2 → 3 | 0.800 | 0.800 | {rl_ceiling} | 32,")
+    assert f"| 1 → 3 | 0.500 | 0.800 | {rl_ceiling} | " in rows[1]  # Phase 2 cut short: multiset stopped at 0.5
     assert "never (within 0.05 to the end)" in rows[2]
     three = ("sequence", (1, 2, 3))
     assert seen_instead(summarise(cut, CEIL), three) == ("seed 0 showed 1 → 3: Phase 2 cut short, its random-label "

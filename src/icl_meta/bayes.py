@@ -91,6 +91,30 @@ def ceilings(cfg: Config, inst: Instance | None = None, n: int = 100_000, seed: 
     }
 
 
+
+@torch.no_grad()
+def random_label_ceiling(cfg: Config, inst: Instance | None = None, n: int = 100_000, seed: int = 0) -> float:
+    """The best accuracy reachable on random-label sequences: from the query, the set of context classes and
+    the multiset of context labels, unpaired.
+
+    Shuffling the labels among the items keeps which classes and which labels are in the context, so a
+    predictor may rule out every task whose labels for those classes do not form the observed multiset. That is
+    more than the label multiset alone tells (ceiling (b)), and usually pins the task: a model's random-label
+    accuracy above its (b) ceiling means it reads more than the label multiset, not that it reads the pairs.
+    The class draw does not depend on the task, so the posterior is the prior over the consistent tasks, exact
+    at every α.
+    """
+    cfg = cfg.replace(device="cpu").validate()
+    inst = make_instance(cfg) if inst is None else inst.to("cpu")
+    batch = sample(inst, cfg, n, torch.Generator().manual_seed(seed))
+    f = inst.table  # [T, K]
+    table_q = f[:, batch.classes[:, -1]].T  # [S, T]
+    per_task = f[:, batch.classes[:, :-1]].sort(-1).values  # [T, S, N]: each task's context labels, sorted
+    consistent = (per_task == batch.labels.sort(1).values[None]).all(-1).T  # [S, T]
+    log_post = torch.log(zipf(cfg.num_tasks, cfg.beta)).double() + torch.where(consistent, 0.0, float("-inf")).double()
+    return float(_expected_accuracy(log_post, table_q, cfg.num_labels))
+
+
 def scc_theory_accuracy(num_classes: int, num_seq: int = 4) -> float:
     """Paper App. D: accuracy p + (1-p)/2 of the semi-context circuit with p = 1 - C(K-2, N)/C(K-1, N).
 

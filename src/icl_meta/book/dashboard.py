@@ -63,7 +63,12 @@ CELL_LIMITS = {"claim": 70, "paper": 50, "ours": 90}
 
 
 def _short(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[:limit - 1].rstrip() + "…"
+    """text cut to at most limit characters at a word boundary, "…" marking the cut: a word cut in half would
+    read as another word (the chapter holds the whole text)."""
+    if len(text) <= limit:
+        return text
+    cut = text[:limit - 1]
+    return (cut.rsplit(" ", 1)[0] if " " in cut else cut).rstrip(" ,;:(|") + "…"
 
 
 def _breakable(text: str) -> str:

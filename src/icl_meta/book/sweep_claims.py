@@ -13,6 +13,7 @@ import numpy as np
 from ..analysis.phasemap import (MIN_GAP, PHASE_OF_CEILING, Summary, changed_label, max_jump, setting_label,
                                  settled, truncated, varied)
 from ..analysis.readings import multiset_reach, steps_to
+from ..bayes import random_label_ceiling
 from ..runs import Run
 from ..sweeps import setting_name, sweep
 from .paper import PAPER_SEEN, PAPER_WORDS
@@ -27,14 +28,15 @@ VERDICT_WORDS = {True: "as matched", False: "as not matched", None: "as not comp
 
 
 def phase_table(summaries: list[Summary], name: str | None = None) -> str:
-    """Markdown: setting -> phases seen -> Phase-1 and Phase-2 plateaus against their Bayes ceilings.
-    For one sweep (name), settings are labelled by its fields, next to what the paper reports for them
-    (paper.PAPER_WORDS); without a name, by what they change from the defaults."""
+    """Markdown: setting -> phases seen -> Phase-1 and Phase-2 plateaus against their Bayes ceilings, and where
+    the run ended (the step it held 99% to, or its cap). For one sweep (name), settings are labelled by its fields,
+    next to what the paper reports for them (paper.PAPER_WORDS); without a name, by what they change from the
+    defaults."""
     fields = sweep(name).fields if name else None
     words = PAPER_WORDS.get(name, {})
     lines = ["| setting | seed | phases seen (plateau rule) | robust rule | transitions (robust / paper rule) | "
-             "Phase-1 plateau / ceiling | Phase-2 plateau / ceiling | accuracy at the end | paper |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "Phase-1 plateau / ceiling | Phase-2 plateau / ceiling | accuracy at the end | ended at step | paper |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for s in summaries:
         cfg = s.run.config
         cells = []
@@ -44,27 +46,32 @@ def phase_table(summaries: list[Summary], name: str | None = None) -> str:
         paper = words.get(setting_name({f: getattr(cfg, f) for f in fields}), "") if fields else ""
         robust = s.robust or s
         lines.append(f"| {label} | {cfg.seed} | {s.seen_text} | {robust.seen_text} | {len(robust.transitions)} / "
-                     f"{s.paper_transitions} | {cells[0]} | {cells[1]} | {s.final_acc:.3f} | {paper} |")
+                     f"{s.paper_transitions} | {cells[0]} | {cells[1]} | {s.final_acc:.3f} | "
+                     f"{int(s.run.steps[-1]):,} | {paper} |")
     return "\n".join(lines)
 
 
-def parting_table(summaries: list[Summary]) -> str:
-    """Markdown, one row per run that reached Phase 3: how far the label-multiset strategy (SCC) had got when the
+def parting_table(summaries: list[Summary], n_mc: int = 20_000) -> str:
+    """Markdown, one row per run that reached Phase 3: how far the unpaired reading of the context had got when the
     model began to read the pairs. The random-label accuracy is blind to which item carries which label, so until
-    it parts from the accuracy (`readings.parting_step`) every gain the context gave is the SCC's; its highest
-    value by then, against the SCC ceiling, says whether Phase 2 was complete when Phase 3 began."""
+    it parts from the accuracy (`readings.parting_step`) every gain the context gave came without the pairing; its
+    highest value by then, against the SCC ceiling, says whether Phase 2 was complete when Phase 3 began. The
+    random-label ceiling (`bayes.random_label_ceiling`, on the run's instance, rebuilt from its config) bounds what
+    the shuffled sequences allow: above the SCC ceiling, the model read the context's classes as well as its labels."""
     lines = ["| setting | seed | phases seen | random-label accuracy: highest before it parts from the accuracy | "
-             "SCC ceiling | the two part at step | accuracy there |", "|---|---|---|---|---|---|---|"]
+             "SCC ceiling | random-label ceiling | the two part at step | accuracy there |",
+             "|---|---|---|---|---|---|---|---|"]
     for s in summaries:
         if 3 not in s.seen:
             continue
         run, scc = s.run, s.ceilings["label_multiset"]
+        ceil = f"{scc:.3f} | {random_label_ceiling(run.config, n=n_mc):.3f}"
         reach = multiset_reach(run)
         if reach is None:
-            cells = f"– | {scc:.3f} | never (within 0.05 to the end) | –"
+            cells = f"– | {ceil} | never (within 0.05 to the end) | –"
         else:
             step, peak = reach
-            cells = f"{peak:.3f} | {scc:.3f} | {step:,} | {run.metrics['acc'][run.steps == step][0]:.3f}"
+            cells = f"{peak:.3f} | {ceil} | {step:,} | {run.metrics['acc'][run.steps == step][0]:.3f}"
         lines.append(f"| {changed_label(run.config)} | {run.config.seed} | {s.seen_text} | {cells} |")
     return "\n".join(lines)
 
@@ -232,7 +239,8 @@ def map_checks(label: str, cells: list[list[list[Summary]]], predicted: np.ndarr
                     if (2 in s.seen) != bool(predicted[j, i]):
                         room = "leave" if predicted[j, i] else "leave no"
                         disagree.append(f"{changed_label(s.run.config)} (seed {s.run.config.seed}) showed "
-                                        f"{s.seen_text} where the ceilings {room} Phase 2 room")
+                                        f"{s.seen_text} where the map's ceilings (one instance per setting) {room} "
+                                        "Phase 2 room")
     if not decided:
         return []
     return [Check(f"{label}: Phase 2 seen exactly where the ceilings leave it room", "– (beyond the paper)",
