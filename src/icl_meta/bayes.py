@@ -91,7 +91,6 @@ def ceilings(cfg: Config, inst: Instance | None = None, n: int = 100_000, seed: 
     }
 
 
-
 @torch.no_grad()
 def random_label_ceiling(cfg: Config, inst: Instance | None = None, n: int = 100_000, seed: int = 0) -> float:
     """The best accuracy reachable on random-label sequences: from the query, the set of context classes and
