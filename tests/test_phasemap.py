@@ -262,12 +262,12 @@ def test_parting_step_and_table_say_how_far_phase_2_got_before_phase_3():
     assert "never (within 0.05 to the end)" in rows[2]
     three = ("sequence", (1, 2, 3))
     assert seen_instead(summarise(cut, CEIL), three) == ("seed 0 showed 1 → 3: Phase 2 cut short, its random-label "
-                                                         "accuracy at 0.50 of its ceiling 0.80 when the pairing began "
-                                                         "(chapter 10, random labels)")
+                                                         "accuracy at 0.500 of its ceiling 0.800 when the pairing "
+                                                         "began (chapter 10, random labels)")
     full_reach = run_with([0.03, 0.36, 1.0], edges, extra={"acc_random_label": np.minimum(cut.metrics["acc"], 0.85)})
     assert seen_instead(summarise(full_reach, CEIL), three) == (
-        "seed 0 showed 1 → 3: no pause at the SCC level, though its random-label accuracy had reached 0.85, at or "
-        "above its ceiling 0.80, when the pairing began (chapter 10, random labels)")
+        "seed 0 showed 1 → 3: no pause at the SCC level, though its random-label accuracy had reached 0.850, at or "
+        "above its ceiling 0.800, when the pairing began (chapter 10, random labels)")
     assert seen_instead(summarise(run_with([0.03, 0.36, 1.0], edges), CEIL), three) == "seed 0 showed 1 → 3"
 
 

@@ -114,10 +114,10 @@ def seen_instead(s: Summary, claim: tuple[str, tuple[int, ...]]) -> str:
         if reach is not None:
             got, ceiling = reach[1], s.ceilings["label_multiset"]
             if got < ceiling:
-                how = f"Phase 2 cut short, its random-label accuracy at {got:.2f} of its ceiling {ceiling:.2f}"
+                how = f"Phase 2 cut short, its random-label accuracy at {got:.3f} of its ceiling {ceiling:.3f}"
             else:
-                how = (f"no pause at the SCC level, though its random-label accuracy had reached {got:.2f}, at or "
-                       f"above its ceiling {ceiling:.2f},")
+                how = (f"no pause at the SCC level, though its random-label accuracy had reached {got:.3f}, at or "
+                       f"above its ceiling {ceiling:.3f},")
             text += f": {how} when the pairing began (chapter 10, random labels)"
         elif cut and settled(s.run) and s.ceilings["full_pairs"] - s.ceilings["label_multiset"] < MIN_GAP:
             text += (f": its accuracy never parted from its random-label accuracy, so it never read the pairs; a "
