@@ -18,7 +18,7 @@ from math import comb, inf, log
 import torch
 
 from .config import Config
-from .task import Instance, make_instance, sample, zipf
+from .task import Batch, Instance, make_instance, sample, zipf
 
 CEILINGS = ("query_only", "label_multiset", "full_pairs")
 
@@ -47,14 +47,20 @@ def _expected_accuracy(log_post: torch.Tensor, table_q: torch.Tensor, L: int) ->
     return score.max(1).values.mean()
 
 
+def _draw(cfg: Config, inst: Instance | None, n: int, seed: int) -> tuple[Config, Instance, Batch]:
+    """cfg on CPU and validated, its instance (built from cfg unless given) and n training sequences drawn from
+    seed: what every Monte-Carlo estimate here averages over."""
+    cfg = cfg.replace(device="cpu").validate()
+    inst = make_instance(cfg) if inst is None else inst.to("cpu")
+    return cfg, inst, sample(inst, cfg, n, torch.Generator().manual_seed(seed))
+
+
 @torch.no_grad()
 def ceilings(cfg: Config, inst: Instance | None = None, n: int = 100_000, seed: int = 0) -> dict[str, float]:
     """The three Bayes ceilings of cfg's training distribution (on inst, default: the run's instance)."""
-    cfg = cfg.replace(device="cpu").validate()
-    inst = make_instance(cfg) if inst is None else inst.to("cpu")
+    cfg, inst, batch = _draw(cfg, inst, n, seed)
     T, K, L = cfg.num_tasks, cfg.num_classes, cfg.num_labels
     n_ctx, B = cfg.n_ctx_classes, cfg.burstiness
-    batch = sample(inst, cfg, n, torch.Generator().manual_seed(seed))
     f = inst.table  # [T, K]
     q = batch.classes[:, -1]
     table_q = f[:, q].T  # [S, T]: the query's label under each task
@@ -103,9 +109,7 @@ def random_label_ceiling(cfg: Config, inst: Instance | None = None, n: int = 100
     The class draw does not depend on the task, so the posterior is the prior over the consistent tasks, exact
     at every α.
     """
-    cfg = cfg.replace(device="cpu").validate()
-    inst = make_instance(cfg) if inst is None else inst.to("cpu")
-    batch = sample(inst, cfg, n, torch.Generator().manual_seed(seed))
+    cfg, inst, batch = _draw(cfg, inst, n, seed)
     f = inst.table  # [T, K]
     table_q = f[:, batch.classes[:, -1]].T  # [S, T]
     per_task = f[:, batch.classes[:, :-1]].sort(-1).values  # [T, S, N]: each task's context labels, sorted
@@ -134,9 +138,7 @@ def scc_elimination_accuracy(cfg: Config, inst: Instance | None = None, n: int =
     bijection, so the true task's label for the query can never appear: it is never ruled out, and the
     accuracy is P(only it is left) + P(both left) / 2, the formula of `scc_theory_accuracy`.
     """
-    cfg = cfg.replace(device="cpu").validate()
-    inst = make_instance(cfg) if inst is None else inst.to("cpu")
-    batch = sample(inst, cfg, n, torch.Generator().manual_seed(seed))
+    cfg, inst, batch = _draw(cfg, inst, n, seed)
     table_q = inst.table[:, batch.classes[:, -1]].T  # [S, T]: each task's label for the query class
     left = ~(batch.labels[:, None, :] == table_q[:, :, None]).any(-1)  # [S, T] tasks not ruled out
     left |= ~left.any(1, keepdim=True)  # nothing left (possible outside App. D): guess among all
@@ -149,9 +151,7 @@ def query_class_accuracy(cfg: Config, inst: Instance | None = None, n: int = 100
     """How often the query's class is the nearest (scaled) class mean to its item: the Bayes classifier
     of an item's class under isotropic noise and equal priors. Near 1, the ceilings' assumption that
     the predictor knows the query's class holds."""
-    cfg = cfg.replace(device="cpu").validate()
-    inst = make_instance(cfg) if inst is None else inst.to("cpu")
-    batch = sample(inst, cfg, n, torch.Generator().manual_seed(seed))
+    cfg, inst, batch = _draw(cfg, inst, n, seed)
     centres = inst.means / (1 + cfg.eps**2) ** 0.5
     nearest = torch.cdist(batch.items[:, -1], centres).argmin(1)
     return float((nearest == batch.classes[:, -1]).double().mean())
