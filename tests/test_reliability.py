@@ -103,6 +103,9 @@ def test_divergence_stops_the_run_resumable_from_its_last_good_state(tiny_run, t
     monkeypatch.setattr(trainer, "loss_and_correct", real)
     resumed = train(tiny_cfg, out, progress=False)
     assert resumed.provenance["resumed_at"] == [20] and same_metrics(tiny_run.metrics, resumed.metrics)
+    # a resumption may run on another machine: it records its own versions and platform beside the start's
+    assert resumed.provenance["resume_versions"] == [resumed.provenance["versions"]]
+    assert resumed.provenance["resume_platforms"] == [resumed.provenance["platform"]]
     assert same_weights(checkpoint_path(tiny_run.path, 60), checkpoint_path(out, 60))
 
 

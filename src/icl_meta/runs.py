@@ -199,6 +199,14 @@ def git_commit() -> str | None:
     return sha + ("+dirty" if dirty else "")
 
 
+def versions() -> dict[str, str]:
+    """The versions of the software a run trains with (a resumption records its own: it may be another machine)."""
+    from . import __version__
+
+    return {"icl_meta": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "numpy": np.__version__}
+
+
 def recorded_command(command: str | None) -> str:
     """The command to record for a run: the one given, else this process's command line."""
     return command if command is not None else " ".join(sys.argv)
@@ -207,13 +215,10 @@ def recorded_command(command: str | None) -> str:
 def provenance(cfg: Config, command: str | None, threads: int, compiled: bool = False) -> dict:
     """What a new run records about how it was made; threads: the torch thread count it trains with, compiled:
     whether through the compiled step (the rounding of its sums, hence its bits, depends on both)."""
-    from . import __version__
-
     return {
         "command": recorded_command(command),
         "seeds": cfg.seeds(),
-        "versions": {"icl_meta": __version__, "python": platform.python_version(), "torch": torch.__version__,
-                     "numpy": np.__version__},
+        "versions": versions(),
         "git_commit": git_commit(),
         "device": cfg.device,
         "torch_threads": threads,

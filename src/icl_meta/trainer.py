@@ -7,6 +7,7 @@ import ctypes
 import json
 import math
 import os
+import platform
 import shutil
 import tempfile
 import time
@@ -24,7 +25,8 @@ from .model import Model, loss_and_correct, readout_loss
 from .probes import attention_maps, metric_columns
 from .progress import progress_bar
 from .runs import (Run, atomic_save_tensors, atomic_write_text, checkpoint_path, git_commit, load_run, locked,
-                   provenance, read_json, read_tensors, recorded_command, remove_temporaries, save_metrics)
+                   provenance, read_json, read_tensors, recorded_command, remove_temporaries, save_metrics,
+                   versions)
 from .task import BATCH_FIELDS, Batch, eval_sets, generator, make_instance, sample
 
 EVAL_CHUNK = 256
@@ -344,6 +346,8 @@ class RunWriter:
         prov.setdefault("resume_compiled", []).append(compile)
         prov.setdefault("resume_commands", []).append(recorded_command(command))
         prov.setdefault("resume_commits", []).append(git_commit())
+        prov.setdefault("resume_versions", []).append(versions())
+        prov.setdefault("resume_platforms", []).append(platform.platform())
         prov["finished"] = False  # until this resumption ends: a killed extension must resume again
         self.prov = prov
         atomic_write_text(self.prov_path, json.dumps(prov, indent=1))
