@@ -82,21 +82,35 @@ def test_every_run_is_retrained_in_some_slice():
     assert all(slices) and retrained(SHIPPED, False, 7) == SHIPPED == retrained(SHIPPED, True, None)
 
 
-@pytest.mark.parametrize("path", retrained(SHIPPED, fast_mode(), commit_count()), **RUN_ID)
-def test_shipped_run_first_steps_match_the_code(path, tmp_path):
-    """Retraining the first steps from the recorded config reproduces the logged metrics and the init."""
-    run = load_run(path)
-    fresh = retrain_start(run, FIRST_STEPS, tmp_path / "fresh", progress=False)
-    cfg = fresh.config
+def assert_first_steps_match(run, fresh) -> None:
+    """fresh (a retraining of run's first steps) logged the same steps and, to float rounding, the same metrics."""
     rows = run.steps <= FIRST_STEPS
     assert np.array_equal(run.steps[rows], fresh.steps)
     for col, ref in run.metrics.items():
         if col == "time":
             continue
-        atol = 3 / cfg.eval_size if col.startswith("acc") or col == "train_acc" else 1e-3
+        atol = 3 / fresh.config.eval_size if col.startswith("acc") or col == "train_acc" else 1e-3
         np.testing.assert_allclose(fresh.metrics[col], ref[rows], atol=atol, rtol=1e-3, err_msg=col)
+
+
+@pytest.mark.parametrize("path", retrained(SHIPPED, fast_mode(), commit_count()), **RUN_ID)
+def test_shipped_run_first_steps_match_the_code(path, tmp_path):
+    """Retraining the first steps from the recorded config reproduces the logged metrics and the init.
+
+    The retraining is eager, which reproduces a compiled run to float rounding: its sums run in another order, and
+    where the model learns fast a few predictions near a tie can flip (5 of 2,048 for the standard block's seed 2
+    at step 300). A compiled run that differs from its eager retraining is retrained compiled as it was trained,
+    which must then match (it costs a compilation, so it is the fallback, not the rule)."""
+    run = load_run(path)
+    try:
+        assert_first_steps_match(run, retrain_start(run, FIRST_STEPS, tmp_path / "eager", progress=False))
+    except AssertionError:
+        if not run.provenance["compiled"]:
+            raise
+        compiled = retrain_start(run, FIRST_STEPS, tmp_path / "compiled", progress=False, compile=True)
+        assert_first_steps_match(run, compiled)
     if 0 in run.checkpoint_steps:
-        init = Model(cfg).state_dict()
+        init = Model(run.config).state_dict()
         for k, v in load_file(str(checkpoint_path(path, 0))).items():
             assert torch.equal(init[k], v), k
 

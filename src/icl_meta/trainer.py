@@ -450,13 +450,13 @@ def _train(cfg: Config, out: Path, progress: bool | None, command: str | None, t
 
 
 def retrain_start(run: Run, steps: int, out: str | os.PathLike | None = None, progress: bool | None = None,
-                  threads: int = 1) -> Run:
+                  threads: int = 1, compile: bool = False) -> Run:
     """Train the first `steps` steps of a run again from its recorded config, into a fresh directory
     (a temporary one if out is None): its metrics must equal the run's, which is how chapters and tests
-    show that a shipped run is what this code produces. steps: a multiple of eval_every. threads: as train's
-    (the shipped runs were trained with 1, the bits depend on it)."""
+    show that a shipped run is what this code produces. steps: a multiple of eval_every. threads, compile: as
+    train's (the bits depend on both: the shipped runs were trained with 1 thread, some of them compiled)."""
     every = run.config.eval_every
     if not (isinstance(steps, int) and not isinstance(steps, bool) and steps >= 1 and steps % every == 0):
         raise ValueError(f"steps must be a positive multiple of eval_every = {every}, got {steps!r}")
     cfg = run.config.replace(steps=steps, n_checkpoints=2, save_every=steps, early_stop_acc=None)
-    return train(cfg, out, progress=progress, threads=threads)
+    return train(cfg, out, progress=progress, threads=threads, compile=compile)
