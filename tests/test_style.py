@@ -1,8 +1,9 @@
 """The code style check of CI: ruff (configured in pyproject.toml) passes on the package, the tests and the chapters'
-code cells (its E501 holds their lines to 120 characters), and no line of a chapter's markdown cells runs past the same
-120 characters."""
+code cells (its E501 holds their lines to 120 characters), no line of a chapter's markdown cells runs past the same
+120 characters, and no rewrapped line of chapter prose starts a numbered list by accident."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -21,3 +22,24 @@ def test_chapter_markdown_lines_fit_120_characters():
             for cell in json.loads(path.read_text())["cells"] if cell["cell_type"] == "markdown"
             for line in "".join(cell["source"]).splitlines() if len(line) > 120]
     assert not long, long
+
+
+def test_chapter_markdown_has_no_accidental_numbered_list():
+    """A wrapped line that begins with "1)" or "12." (a seed, a count) starts an ordered list in the rendered page.
+    A numbered line is allowed only where a list is meant: after a blank line or inside a block that already holds
+    one."""
+    marker = re.compile(r"\s*\d+[.)]\s")
+    found = []
+    for path in sorted((ROOT / "book").glob("*.ipynb")):
+        for cell in json.loads(path.read_text())["cells"]:
+            if cell["cell_type"] != "markdown":
+                continue
+            block: list[str] = []
+            for line in "".join(cell["source"]).splitlines():
+                if not line.strip():
+                    block = []
+                    continue
+                if marker.match(line) and block and not any(marker.match(b) for b in block):
+                    found.append((path.name, cell["id"], line[:50]))
+                block.append(line)
+    assert not found, found
