@@ -17,10 +17,15 @@ def test_ruff_passes():
     assert out.returncode == 0, out.stdout + out.stderr
 
 
+def chapter_markdown() -> list[tuple[str, str, str]]:
+    """(notebook, cell id, text) of every markdown cell of the chapters: the prose the style checks read."""
+    return [(path.name, cell["id"], "".join(cell["source"])) for path in sorted((ROOT / "book").glob("*.ipynb"))
+            for cell in json.loads(path.read_text())["cells"] if cell["cell_type"] == "markdown"]
+
+
 def test_chapter_markdown_lines_fit_120_characters():
-    long = [(path.name, cell["id"], line[:50]) for path in sorted((ROOT / "book").glob("*.ipynb"))
-            for cell in json.loads(path.read_text())["cells"] if cell["cell_type"] == "markdown"
-            for line in "".join(cell["source"]).splitlines() if len(line) > 120]
+    long = [(name, cell, line[:50]) for name, cell, text in chapter_markdown() for line in text.splitlines()
+            if len(line) > 120]
     assert not long, long
 
 
@@ -30,16 +35,14 @@ def test_chapter_markdown_has_no_accidental_numbered_list():
     one."""
     marker = re.compile(r"\s*\d+[.)]\s")
     found = []
-    for path in sorted((ROOT / "book").glob("*.ipynb")):
-        for cell in json.loads(path.read_text())["cells"]:
-            if cell["cell_type"] != "markdown":
+    for name, cell, text in chapter_markdown():
+        in_block = in_list = False
+        for line in text.splitlines():
+            if not line.strip():
+                in_block = in_list = False
                 continue
-            block: list[str] = []
-            for line in "".join(cell["source"]).splitlines():
-                if not line.strip():
-                    block = []
-                    continue
-                if marker.match(line) and block and not any(marker.match(b) for b in block):
-                    found.append((path.name, cell["id"], line[:50]))
-                block.append(line)
+            numbered = bool(marker.match(line))
+            if numbered and in_block and not in_list:
+                found.append((name, cell, line[:50]))
+            in_block, in_list = True, in_list or numbered
     assert not found, found
